@@ -1,0 +1,26 @@
+# HSNet research suite. `make setup` then `make demo` or `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+KERNEL := hsnet
+
+.PHONY: setup test test-fast demo grid results bench clean-runs
+
+setup: $(BIN)/activate
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "HSNet ($(KERNEL))"
+	$(BIN)/nbstripout --install --keep-output 2>/dev/null || true
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+test:
+	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-kernel-name $(KERNEL) notebooks
+
+demo:
+	$(BIN)/python -m hsnetlib.suite run grids/demo.toml
+
+bench:
+	$(BIN)/python benchmarks/bench_model.py
