@@ -10,7 +10,6 @@ setup: $(BIN)/activate
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "HSNet ($(KERNEL))"
-	$(BIN)/nbstripout --install --keep-output 2>/dev/null || true
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
