@@ -1,0 +1,390 @@
+"""Hypercorrelation Squeeze Networks (Min, Kang, Cho, ICCV 2021), as the released checkpoints expect.
+
+* Sec. 4.1: support feature masking (Eq. 1) and multi-layer 4D correlations (Eq. 2), stacked into a
+  three-level hypercorrelation pyramid -- :class:`Hypercorrelation`.
+* Sec. 4.2: the 4D-convolutional pyramid encoder of squeezing and mixing blocks -- :class:`SqueezeBlock`
+  stacks, top-down ``mix`` -- and Sec. 4.3 the 2D decoder: :class:`HPNLearner` (checkpoint name
+  ``hpn_learner``).
+* Sec. 4.4: center-pivot 4D convolutions (:mod:`hsnetlib.conv4d`).
+* Sec. 4.5: K-shot voting -- :meth:`HSNet.predict_mask`.
+
+Every ablation of Sec. 5.2 is a constructor option of :class:`HSNet` with the paper's default.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hsnetlib.backbone import UNUSED_HEADS, backbone_spec, build_backbone, extract_taps
+from hsnetlib.conv4d import KERNELS
+from hsnetlib.utils import atomic_save
+
+FORMAT = "hsnetlib"
+FORMAT_VERSION = 1
+
+# Squeezing blocks per pyramid level p (1 = finest): support strides and kernel sizes of the three layers.
+SQUEEZE_STRIDES = {3: (2, 2, 2), 2: (4, 2, 2), 1: (4, 4, 2)}
+SQUEEZE_KERNELS = {3: (3, 3, 3), 2: (5, 3, 3), 1: (5, 5, 3)}
+SQUEEZE_CHANNELS = (16, 64, 128)
+MIX_CHANNELS = 128
+GROUPS = 4
+PYRAMIDS = ((1, 2, 3), (2, 3), (3,))
+HYPERCORRELATIONS = ("full", "shallow", "deep")
+
+
+@dataclass
+class HSNetConfig:
+    """The model's options, with the paper's defaults. Stored in every checkpoint the project writes."""
+    backbone: str = "resnet50"                  # "vgg16" | "resnet50" | "resnet101"
+    weights: str | None = "imagenet"            # "imagenet" | None (random init) | path of a torchvision state dict
+    hypercorrelation: str = "full"              # "full" | "shallow" | "deep" (Fig. 6, Table A3)
+    pyramid: tuple[int, ...] = (1, 2, 3)        # pyramid levels used, 1 = finest (Fig. 7, Table A4)
+    kernel: str = "center_pivot"                # "center_pivot" | "original" | "separable" (Table 4)
+    block_layers: int = 3                       # (4D conv, GN, ReLU) triples per block (Fig. 9)
+    support_masking: bool = True                # Eq. 1; False is Table 1's row marked with a dagger
+    finetune_backbone: bool = False             # Fig. 10: backbone trainable (the trainer gives it lr 1e-5)
+
+    def __post_init__(self) -> None:
+        backbone_spec(self.backbone)
+        if self.weights is not None and not isinstance(self.weights, (str, os.PathLike)):
+            raise ValueError(f"weights must be 'imagenet', None or a file path, got {self.weights!r}")
+        if self.weights is not None:
+            self.weights = str(self.weights)
+        if self.hypercorrelation not in HYPERCORRELATIONS:
+            raise ValueError(f"unknown hypercorrelation={self.hypercorrelation!r}; choose one of {HYPERCORRELATIONS}")
+        self.pyramid = tuple(sorted(int(p) for p in self.pyramid))
+        if self.pyramid not in PYRAMIDS:
+            raise ValueError(f"unsupported pyramid={self.pyramid}; choose one of {PYRAMIDS} (levels 1 = finest .. 3)")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown kernel={self.kernel!r}; choose one of {sorted(KERNELS)}")
+        if not (isinstance(self.block_layers, int) and 1 <= self.block_layers <= 4):
+            raise ValueError(f"block_layers must be an integer in 1..4, got {self.block_layers!r}")
+
+    def level_channels(self) -> dict[int, int]:
+        """|L_p|: correlation channels per pyramid level."""
+        taps = backbone_spec(self.backbone).level_taps
+        return {p: (taps[p - 1] if self.hypercorrelation == "full" else 1) for p in self.pyramid}
+
+
+def squeeze_schedule(level: int, layers: int) -> list[tuple[int, int, int]]:
+    """(out_channels, kernel, support stride) per layer of the level's squeezing block.
+
+    Three layers is the paper's block. Fewer layers merge the later strides so that the block still
+    reaches the same support grid (2x2 at 400 px); a fourth layer is an extra 128-channel, stride-1 layer.
+    """
+    strides, kernels = SQUEEZE_STRIDES[level], SQUEEZE_KERNELS[level]
+    if layers == 1:
+        return [(SQUEEZE_CHANNELS[-1], kernels[0], strides[0] * strides[1] * strides[2])]
+    if layers == 2:
+        return [(SQUEEZE_CHANNELS[1], kernels[0], strides[0]), (SQUEEZE_CHANNELS[2], kernels[1], strides[1] * strides[2])]
+    schedule = list(zip(SQUEEZE_CHANNELS, kernels, strides))
+    return schedule + [(SQUEEZE_CHANNELS[-1], 3, 1)] * (layers - 3)
+
+
+class Block4d(nn.Sequential):
+    """A building block (Fig. 3): ``layers`` x (4D conv, GroupNorm(4), ReLU); convs at 0, 3, 6, norms at 1, 4, 7."""
+
+    def __init__(self, in_channels: int, schedule: list[tuple[int, int, int]], kernel: str):
+        modules: list[nn.Module] = []
+        for out_channels, k, stride in schedule:
+            modules += [KERNELS[kernel](in_channels, out_channels, k, stride),
+                        nn.GroupNorm(GROUPS, out_channels), nn.ReLU(inplace=True)]
+            in_channels = out_channels
+        super().__init__(*modules)
+
+
+def resize_query_dims(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=True) resize of the query dims of (B, C, Hq, Wq, Hs, Ws)."""
+    B, C, Hq, Wq, Hs, Ws = x.shape
+    planes = x.permute(0, 1, 4, 5, 2, 3).reshape(B, C * Hs * Ws, Hq, Wq)
+    planes = F.interpolate(planes, size, mode="bilinear", align_corners=True)
+    return planes.view(B, C, Hs, Ws, *size).permute(0, 1, 4, 5, 2, 3)  # (B, C, H', W', Hs, Ws)
+
+
+class HPNLearner(nn.Module):
+    """4D pyramid encoder (squeeze, top-down mix, support-dims average) and 2D context decoder."""
+
+    LEVEL_NAMES = {3: "encoder_layer4", 2: "encoder_layer3", 1: "encoder_layer2"}
+    MIX_NAMES = {2: "encoder_layer4to3", 1: "encoder_layer3to2"}
+
+    def __init__(self, level_channels: dict[int, int], kernel: str = "center_pivot", block_layers: int = 3):
+        super().__init__()
+        self.levels = sorted(level_channels, reverse=True)  # deepest first
+        for p in self.levels:
+            self.add_module(self.LEVEL_NAMES[p], Block4d(level_channels[p], squeeze_schedule(p, block_layers), kernel))
+        for p in self.levels[1:]:
+            self.add_module(self.MIX_NAMES[p], Block4d(MIX_CHANNELS, [(MIX_CHANNELS, 3, 1)] * block_layers, kernel))
+        self.decoder1 = nn.Sequential(nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(128, 64, 3, padding=1), nn.ReLU(inplace=True))
+        self.decoder2 = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(64, 2, 3, padding=1))
+
+    def squeeze(self, level: int, corr: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.LEVEL_NAMES[level])(corr)  # (B, 128, Hp, Wp, He, We)
+
+    def mix(self, level: int, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
+        if coarse.shape[-2:] != fine.shape[-2:]:
+            raise ValueError(f"squeezed support grids differ between pyramid levels ({tuple(coarse.shape[-2:])} vs "
+                             f"{tuple(fine.shape[-2:])}); use an image size whose feature maps squeeze to the same "
+                             "grid (400 px, as published, or e.g. 64, 96, 128, 200, 473)")
+        return getattr(self, self.MIX_NAMES[level])(resize_query_dims(coarse, fine.shape[2:4]) + fine)
+
+    def encode(self, hypercorrelation: dict[int, torch.Tensor]) -> torch.Tensor:
+        """Hypercorrelation pyramid {p: (B, |L_p|, Hp, Wp, Hp, Wp)} -> context Z (B, 128, H1, W1)."""
+        x = self.squeeze(self.levels[0], hypercorrelation[self.levels[0]])
+        for p in self.levels[1:]:
+            x = self.mix(p, x, self.squeeze(p, hypercorrelation[p]))
+        return x.mean(dim=(-2, -1))  # (B, 128, H1, W1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.decoder1(z)  # (B, 64, H1, W1)
+        x = F.interpolate(x, (2 * x.shape[-2], 2 * x.shape[-1]), mode="bilinear", align_corners=True)
+        return self.decoder2(x)  # (B, 2, 2*H1, 2*W1)
+
+    def forward(self, hypercorrelation: dict[int, torch.Tensor]) -> torch.Tensor:
+        return self.decode(self.encode(hypercorrelation))
+
+
+class Hypercorrelation(nn.Module):
+    """Eq. 1-2: masked, cosine, ReLU-clamped 4D correlations of the taps, stacked per pyramid level."""
+
+    def __init__(self, config: HSNetConfig):
+        super().__init__()
+        self.support_masking = config.support_masking
+        counts = backbone_spec(config.backbone).level_taps
+        starts = [0, counts[0], counts[0] + counts[1]]
+        self.level_taps: dict[int, list[int]] = {}
+        for p in config.pyramid:
+            ids = list(range(starts[p - 1], starts[p - 1] + counts[p - 1]))
+            self.level_taps[p] = {"full": ids, "shallow": ids[:1], "deep": ids[-1:]}[config.hypercorrelation]
+
+    @staticmethod
+    def normalize(taps: list[torch.Tensor]) -> torch.Tensor:
+        """Taps (B, C, H, W) of one level -> L2-normalised stack (B, L, C, H*W)."""
+        f = torch.stack(taps, dim=1).flatten(3)  # (B, L, C, HW)
+        return f / (f.norm(dim=2, keepdim=True) + 1e-5)
+
+    def mask(self, taps: list[torch.Tensor], support_mask: torch.Tensor) -> list[torch.Tensor]:
+        if not self.support_masking:
+            return taps
+        m = support_mask.unsqueeze(1).float()
+        return [t * F.interpolate(m, t.shape[-2:], mode="bilinear", align_corners=True) for t in taps]
+
+    def query_features(self, query_taps: list[torch.Tensor]) -> dict[int, torch.Tensor]:
+        return {p: self.normalize([query_taps[i] for i in ids]) for p, ids in self.level_taps.items()}
+
+    def support_features(self, support_taps: list[torch.Tensor], support_mask: torch.Tensor) -> dict[int, torch.Tensor]:
+        return {p: self.normalize(self.mask([support_taps[i] for i in ids], support_mask))
+                for p, ids in self.level_taps.items()}
+
+    @staticmethod
+    def correlate(q: torch.Tensor, s: torch.Tensor, q_size: tuple[int, int], s_size: tuple[int, int]) -> torch.Tensor:
+        """Normalised stacks (B, L, C, HWq), (B, L, C, HWs) -> clamped correlation (B, L, Hq, Wq, Hs, Ws)."""
+        B, L, C, _ = q.shape
+        corr = torch.bmm(q.reshape(B * L, C, -1).transpose(1, 2), s.reshape(B * L, C, -1))  # (B*L, HWq, HWs)
+        return corr.clamp_(min=0).view(B, L, *q_size, *s_size)
+
+    def forward(self, query_feats: dict[int, torch.Tensor], support_feats: dict[int, torch.Tensor],
+                sizes: dict[int, tuple[int, int]]) -> dict[int, torch.Tensor]:
+        return {p: self.correlate(query_feats[p], support_feats[p], sizes[p], sizes[p]) for p in self.level_taps}
+
+
+class HSNet(nn.Module):
+    """HSNet with a frozen torchvision backbone. ``model(query, support, support_mask)`` gives logits (B, 2, H, W)."""
+
+    def __init__(self, backbone: str = "resnet50", weights: str | os.PathLike | None = "imagenet", *,
+                 hypercorrelation: str = "full", pyramid: tuple[int, ...] = (1, 2, 3), kernel: str = "center_pivot",
+                 block_layers: int = 3, support_masking: bool = True, finetune_backbone: bool = False):
+        super().__init__()
+        self.config = HSNetConfig(backbone, weights, hypercorrelation, tuple(pyramid), kernel, block_layers,
+                                  support_masking, finetune_backbone)
+        self.backbone = build_backbone(backbone, self.config.weights)
+        self.backbone.requires_grad_(finetune_backbone)
+        self.correlation = Hypercorrelation(self.config)
+        self.hpn_learner = HPNLearner(self.config.level_channels(), kernel, block_layers)
+
+    @classmethod
+    def from_config(cls, config: HSNetConfig | dict[str, Any]) -> HSNet:
+        config = asdict(config) if isinstance(config, HSNetConfig) else dict(config)
+        return cls(config.pop("backbone"), config.pop("weights"), **config)
+
+    # -- training-mode and parameter groups ---------------------------------------------------------
+    def train(self, mode: bool = True) -> HSNet:
+        super().train(mode)
+        self.backbone.eval()  # frozen batch statistics, also when fine-tuning (Fig. 10)
+        return self
+
+    def learner_parameters(self) -> Iterator[nn.Parameter]:
+        return self.hpn_learner.parameters()
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        return self.backbone.parameters()
+
+    def num_learnable_parameters(self) -> int:
+        return sum(p.numel() for p in self.hpn_learner.parameters())
+
+    # -- the forward pass ---------------------------------------------------------------------------
+    def extract_taps(self, img: torch.Tensor) -> list[torch.Tensor]:
+        with torch.set_grad_enabled(self.config.finetune_backbone and torch.is_grad_enabled()):
+            return extract_taps(self.config.backbone, self.backbone, img)
+
+    def _sizes(self, taps: list[torch.Tensor]) -> dict[int, tuple[int, int]]:
+        return {p: tuple(taps[ids[0]].shape[-2:]) for p, ids in self.correlation.level_taps.items()}
+
+    def hypercorrelation(self, query_img: torch.Tensor, support_img: torch.Tensor,
+                         support_mask: torch.Tensor) -> list[torch.Tensor]:
+        """The hypercorrelation pyramid, deepest level first: [(B, |L_p|, Hp, Wp, Hp, Wp), ...]."""
+        check_inputs(query_img, support_img.unsqueeze(1), support_mask.unsqueeze(1))
+        pyramid = self._hypercorrelation(self.extract_taps(query_img), support_img, support_mask)
+        return [pyramid[p] for p in sorted(pyramid, reverse=True)]
+
+    def _hypercorrelation(self, query_taps: list[torch.Tensor], support_img: torch.Tensor,
+                          support_mask: torch.Tensor, query_feats: dict[int, torch.Tensor] | None = None):
+        support_taps = self.extract_taps(support_img)
+        if query_feats is None:
+            query_feats = self.correlation.query_features(query_taps)
+        support_feats = self.correlation.support_features(support_taps, support_mask)
+        return self.correlation(query_feats, support_feats, self._sizes(query_taps))
+
+    def forward(self, query_img: torch.Tensor, support_img: torch.Tensor, support_mask: torch.Tensor) -> torch.Tensor:
+        """1-shot logits (B, 2, H, W) at the input size."""
+        check_inputs(query_img, support_img.unsqueeze(1), support_mask.unsqueeze(1))
+        pyramid = self._hypercorrelation(self.extract_taps(query_img), support_img, support_mask)
+        logits = self.hpn_learner(pyramid)
+        return F.interpolate(logits, query_img.shape[-2:], mode="bilinear", align_corners=True)
+
+    @torch.no_grad()
+    def predict_mask(self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor,
+                     original_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """K-shot prediction (Sec. 4.5): binary masks (B, H, W), int64, at the input or the original size.
+
+        The query's features are computed once; each support then gives one 1-shot mask by argmax.
+        Votes are summed, divided by max(1, the image's maximum vote) and thresholded at 0.5.
+        """
+        check_inputs(query_img, support_imgs, support_masks)
+        size = tuple(original_size) if original_size is not None else tuple(query_img.shape[-2:])
+        query_taps = self.extract_taps(query_img)
+        query_feats = self.correlation.query_features(query_taps)
+        votes = torch.zeros(query_img.shape[0], *size, device=query_img.device)
+        for k in range(support_imgs.shape[1]):
+            pyramid = self._hypercorrelation(query_taps, support_imgs[:, k], support_masks[:, k], query_feats)
+            logits = F.interpolate(self.hpn_learner(pyramid), size, mode="bilinear", align_corners=True)
+            votes += logits.argmax(dim=1)
+        return vote(votes)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, **extra: Any) -> Path:
+        """Write the model in the project's format (config + full state dict) atomically; ``extra`` is stored too."""
+        payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(self.config),
+                   "state_dict": self.state_dict(), **extra}
+        return atomic_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HSNet:
+        """A model written by :meth:`save` (or a training checkpoint holding one)."""
+        payload = _read_checkpoint(path, map_location)
+        if not (isinstance(payload, dict) and payload.get("format") == FORMAT):
+            raise ValueError(f"{path} is not an hsnetlib checkpoint (no 'format': '{FORMAT}' entry); "
+                             "for the authors' released best_model.pt use HSNet.from_official_checkpoint")
+        config = dict(payload["config"], weights=None)  # weights come from the state dict
+        model = cls.from_config(config)
+        model.config.weights = payload["config"].get("weights")
+        _load_strict(model, payload["state_dict"], path)
+        return model
+
+    @classmethod
+    def from_official_checkpoint(cls, path: str | os.PathLike, backbone: str | None = None,
+                                 map_location: str | torch.device = "cpu") -> HSNet:
+        """Load an authors' released ``best_model.pt`` (keys prefixed ``module.``, backbone included).
+
+        ``backbone`` is inferred from the checkpoint when not given; a checkpoint of another backbone
+        than the one asked for is an error.
+        """
+        state = _read_checkpoint(path, map_location)
+        if isinstance(state, dict) and state.get("format") == FORMAT:
+            raise ValueError(f"{path} is an hsnetlib checkpoint; load it with HSNet.load")
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path} is not a released HSNet state dict (expected a dict of tensors)")
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        state = {k: v for k, v in state.items() if not k.startswith(tuple(f"backbone.{h}." for h in UNUSED_HEADS))}
+        found = infer_backbone(state, path)
+        if backbone is not None and backbone != found:
+            raise ValueError(f"{path} is a checkpoint of an HSNet with a {found} backbone, not {backbone}")
+        model = cls(found, weights=None)
+        model.config.weights = str(path)
+        _load_strict(model, state, path)
+        return model
+
+
+def infer_backbone(state: dict[str, torch.Tensor], path: str | os.PathLike) -> str:
+    """Which backbone a released state dict belongs to, from its keys and learner shapes."""
+    if any(k.startswith("backbone.features.") for k in state):
+        return "vgg16"
+    key = "hpn_learner.encoder_layer3.0.conv1.weight"
+    if key not in state:
+        raise ValueError(f"{path} has no key {key!r}: not an HSNet state dict")
+    middle = state[key].shape[1]
+    by_channels = {backbone_spec(n).level_taps[1]: n for n in ("resnet50", "resnet101")}
+    if middle not in by_channels:
+        raise ValueError(f"{path}: {key} has {middle} input channels, which matches no known backbone")
+    return by_channels[middle]
+
+
+def _read_checkpoint(path: str | os.PathLike, map_location) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+
+
+def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}"
+                        f"{' ...' if len(unexpected) > 8 else ''}")
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatch(es): {'; '.join(wrong[:4])}")
+    if problems:
+        raise ValueError(f"checkpoint {path} does not fit the model: " + " | ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def vote(votes: torch.Tensor) -> torch.Tensor:
+    """K-shot voting rule: (B, H, W) summed votes -> binary masks."""
+    peak = votes.flatten(1).max(dim=1).values.clamp(min=1).view(-1, 1, 1)
+    return (votes / peak >= 0.5).long()
+
+
+def check_inputs(query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor) -> None:
+    """Validate ranks, sizes and mask values of an episode batch (supports as (B, K, ...))."""
+    if query_img.dim() != 4 or query_img.shape[1] != 3:
+        raise ValueError(f"query_img must be (B, 3, H, W), got {tuple(query_img.shape)}")
+    B, _, H, W = query_img.shape
+    if support_imgs.dim() != 5 or support_imgs.shape[0] != B or support_imgs.shape[2:] != (3, H, W):
+        raise ValueError(f"support images must be (B, K, 3, H, W) = ({B}, K, 3, {H}, {W}) "
+                         f"(one support: (B, 3, H, W)), got {tuple(support_imgs.shape)}")
+    K = support_imgs.shape[1]
+    if support_masks.shape != (B, K, H, W):
+        raise ValueError(f"support masks must be (B, K, H, W) = ({B}, {K}, {H}, {W}) "
+                         f"(one support: (B, H, W)), got {tuple(support_masks.shape)}")
+    if K < 1:
+        raise ValueError("at least one support is needed")
+    if support_masks.numel() and (support_masks.min() < 0 or support_masks.max() > 1):
+        raise ValueError(f"support mask values must lie in [0, 1], got [{support_masks.min().item()}, "
+                         f"{support_masks.max().item()}] (PASCAL boundary pixels (255) must be removed first)")
