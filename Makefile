@@ -7,7 +7,6 @@ KERNEL := hsnet
 .PHONY: setup test test-fast demo grid results bench clean-runs
 
 setup: $(BIN)/activate
-	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "HSNet ($(KERNEL))"
 
