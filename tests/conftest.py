@@ -1,0 +1,111 @@
+"""Shared fixtures: tiny benchmarks written with PIL in the real directory layouts.
+
+Each fixture is session-scoped and returns the data root; split lists in the shipped formats are
+under ``root/"splits"`` (pass ``splits_dir=root / "splits"`` to ``build_dataset``). Images are small
+and not square so that resizing and original-size code paths are exercised.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_pair(image_path: Path, mask_path: Path, mask: np.ndarray, rng: np.random.Generator) -> None:
+    """A noisy RGB image whose colour follows `mask` (H, W), and `mask` itself as a greyscale PNG."""
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    noise = rng.integers(0, 60, size=(*mask.shape, 3))
+    colour = np.where(mask[..., None] > 0, [200, 60, 40], [40, 90, 160])
+    Image.fromarray((noise + colour).clip(0, 255).astype(np.uint8)).save(image_path)
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(mask_path)
+
+
+def _shape(rng: np.random.Generator) -> tuple[int, int]:
+    return int(rng.integers(28, 44)), int(rng.integers(36, 56))  # (H, W)
+
+
+def _box_mask(shape: tuple[int, int], value: int, rng: np.random.Generator, ring: bool = False) -> np.ndarray:
+    """A rectangle of `value` on 0 in the upper-left part, optionally inside a 1-pixel ring of 255."""
+    h, w = shape
+    mask = np.zeros(shape, np.uint8)
+    top, left = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+    bottom, right = top + h // 3 + 2, left + w // 3 + 2
+    if ring:
+        mask[top:bottom, left:right] = 255
+        top, left, bottom, right = top + 1, left + 1, bottom - 1, right - 1
+    mask[top:bottom, left:right] = value
+    return mask
+
+
+@pytest.fixture(scope="session")
+def pascal_root(tmp_path_factory) -> Path:
+    """VOC2012 layout. Per fold f: 3 val and 2 trn images for each class 5f..5f+4 (mask value
+    class+1 with a 255 ring around it); the first val image of a class also shows the next class
+    of the fold and is listed under both."""
+    root = tmp_path_factory.mktemp("pascal")
+    rng = np.random.default_rng(0)
+    voc = root / "VOC2012"
+    for fold in range(4):
+        lines: dict[str, list[str]] = {"trn": [], "val": []}
+        for split, n_images in (("val", 3), ("trn", 2)):
+            for c in range(5 * fold, 5 * fold + 5):
+                for k in range(n_images):
+                    name = f"{2007 + fold}_{split}{c:02d}{k}"
+                    mask = _box_mask(_shape(rng), c + 1, rng, ring=True)
+                    lines[split].append(f"{name}__{c + 1:02d}")
+                    if split == "val" and k == 0 and c < 5 * fold + 4:
+                        mask[-3:, -3:] = c + 2  # clear of the box
+                        lines[split].append(f"{name}__{c + 2:02d}")
+                    write_pair(voc / "JPEGImages" / f"{name}.jpg", voc / "SegmentationClassAug" / f"{name}.png", mask, rng)
+        for split, rows in lines.items():
+            path = root / "splits" / "pascal" / split / f"fold{fold}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def coco_root(tmp_path_factory) -> Path:
+    """COCO2014 layout: 3 val2014 and 2 train2014 images per class (mask value class+1)."""
+    root = tmp_path_factory.mktemp("coco")
+    rng = np.random.default_rng(1)
+    base = root / "COCO2014"
+    rows: dict[str, dict[int, list[str]]] = {"trn": {}, "val": {}}
+    for split, subset, n_images in (("val", "val2014", 3), ("trn", "train2014", 2)):
+        for c in range(80):
+            for k in range(n_images):
+                name = f"{subset}/COCO_{subset}_{c * 10 + k:012d}.jpg"
+                write_pair(base / name, (base / "annotations" / name).with_suffix(".png"),
+                           _box_mask(_shape(rng), c + 1, rng), rng)
+                rows[split].setdefault(c, []).append(name)
+    for fold in range(4):
+        test = {fold + 4 * v for v in range(20)}
+        for split, classes in (("val", sorted(test)), ("trn", sorted(set(range(80)) - test))):
+            path = root / "splits" / "coco" / split / f"fold{fold}.tsv.gz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with gzip.open(path, "wt") as f:
+                f.write("# class_id (0-based, COCO category order 1..80 minus 1)\timage path under COCO2014/\n")
+                f.writelines(f"{c}\t{name}\n" for c in classes for name in rows[split][c])
+    return root
+
+
+@pytest.fixture(scope="session")
+def fss_root(tmp_path_factory) -> Path:
+    """FSS-1000 layout: 10 images (1..10.jpg + .png) per class; 2/2/3 trn/val/test classes. Masks are
+    grey 127 (background) and 128 (foreground) to pin the >= 128 threshold."""
+    root = tmp_path_factory.mktemp("fss")
+    rng = np.random.default_rng(2)
+    classes = {"trn": ["apple", "bus"], "val": ["cup", "dog"], "test": ["egg", "fig", "gnu"]}
+    for split, names in classes.items():
+        for name in names:
+            for n in range(1, 11):
+                mask = np.where(_box_mask(_shape(rng), 1, rng) > 0, 128, 127)
+                write_pair(root / "FSS-1000" / name / f"{n}.jpg", root / "FSS-1000" / name / f"{n}.png", mask, rng)
+        path = root / "splits" / "fss" / f"{split}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(names) + "\n")
+    return root
