@@ -21,11 +21,11 @@ def write_pair(image_path: Path, mask_path: Path, mask: np.ndarray, rng: np.rand
     noise = rng.integers(0, 60, size=(*mask.shape, 3))
     colour = np.where(mask[..., None] > 0, [200, 60, 40], [40, 90, 160])
     Image.fromarray((noise + colour).clip(0, 255).astype(np.uint8)).save(image_path)
-    Image.fromarray(mask.astype(np.uint8), mode="L").save(mask_path)
+    Image.fromarray(mask.astype(np.uint8)).save(mask_path)  # greyscale (L)
 
 
 def _shape(rng: np.random.Generator) -> tuple[int, int]:
-    return int(rng.integers(28, 44)), int(rng.integers(36, 56))  # (H, W)
+    return int(rng.integers(28, 44)), int(rng.integers(46, 60))  # (H, W), always wider than high
 
 
 def _box_mask(shape: tuple[int, int], value: int, rng: np.random.Generator, ring: bool = False) -> np.ndarray:
@@ -43,7 +43,7 @@ def _box_mask(shape: tuple[int, int], value: int, rng: np.random.Generator, ring
 
 @pytest.fixture(scope="session")
 def pascal_root(tmp_path_factory) -> Path:
-    """VOC2012 layout. Per fold f: 3 val and 2 trn images for each class 5f..5f+4 (mask value
+    """VOC2012 layout. Per fold f: 3 val and 3 trn images for each class 5f..5f+4 (mask value
     class+1 with a 255 ring around it); the first val image of a class also shows the next class
     of the fold and is listed under both."""
     root = tmp_path_factory.mktemp("pascal")
@@ -51,7 +51,7 @@ def pascal_root(tmp_path_factory) -> Path:
     voc = root / "VOC2012"
     for fold in range(4):
         lines: dict[str, list[str]] = {"trn": [], "val": []}
-        for split, n_images in (("val", 3), ("trn", 2)):
+        for split, n_images in (("val", 3), ("trn", 3)):
             for c in range(5 * fold, 5 * fold + 5):
                 for k in range(n_images):
                     name = f"{2007 + fold}_{split}{c:02d}{k}"
