@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -111,6 +112,10 @@ def evaluate(
         ]
     finally:
         model.train(was_training)
+    for run in runs:
+        if (run.meter.counts == 0).any():
+            missing = [dataset.class_names[c] for c, n in zip(run.meter.class_ids, run.meter.counts) if n == 0]
+            warnings.warn(f"seed {run.seed}: fold classes without episodes count as IoU 0 in mIoU: {missing}")
     return _result(runs, dataset, dict(
         dataset=dataclasses.asdict(dataset.config), nshot=nshot, seeds=seeds, batch_size=batch_size,
         ignore_label=ignore_label, max_episodes=max_episodes, n_bootstrap=n_bootstrap, bootstrap_seed=BOOTSTRAP_SEED,
