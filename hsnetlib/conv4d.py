@@ -95,7 +95,7 @@ class Conv4d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, Hq, Wq, Hs, Ws)
         B, C, Hq, Wq, Hs, Ws = x.shape
         k, p, s = self.kernel_size, self.kernel_size // 2, self.stride
-        rows = F.pad(x.permute(0, 2, 1, 3, 4, 5), (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, p, p))  # (B, Hq+2p, C, Wq, Hs, Ws)
+        rows = F.pad(x.permute(0, 2, 1, 3, 4, 5), (0, 0, 0, 0, 0, 0, 0, 0, p, p))  # (B, Hq+2p, C, Wq, Hs, Ws)
         out = None
         for dy in range(k):
             window = rows[:, dy:dy + Hq].reshape(B * Hq, C, Wq, Hs, Ws)
