@@ -161,7 +161,7 @@ def read_class_index_mask(path: Path, nclass: int, boundary: bool) -> np.ndarray
     if img.mode not in ("L", "P"):
         raise ValueError(f"mask {path} has mode {img.mode}: expected a single-channel class-index PNG (L or P)")
     label = np.asarray(img, dtype=np.uint8)
-    values = np.unique(label)
+    values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
     bad = values[(values > nclass) & ~((values == 255) & boundary)]
     if bad.size:
         expected = f"{{0..{nclass}{', 255' if boundary else ''}}}"
@@ -286,7 +286,6 @@ class FolderLayout(Layout):
 
     def __init__(self, root: Path, class_split: Mapping[str, Sequence[str]], what: str):
         self.root = _require_dir(root, what)
-        self.what = what
         self.class_split = class_split
         self.class_names = list(dict.fromkeys(c for s in SPLITS for c in class_split.get(s, [])))
         self.files: dict[str, tuple[Path, Path]] = {}  # name -> (image, mask)
@@ -317,7 +316,7 @@ class FolderLayout(Layout):
         return pairs
 
     def _stems(self, class_name: str) -> list[str]:
-        """A class's stems in query order (registering their files)."""
+        """A class's stems in natural order, the support-candidate order (registering their files)."""
         pairs = sorted(self._pairs(class_name), key=lambda p: natural_key(p[0]))
         for stem, image, mask in pairs:
             self.files[f"{class_name}/{stem}"] = (image, mask)
