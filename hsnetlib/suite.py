@@ -1,0 +1,433 @@
+"""Batch runs of the notebook suite with papermill, and the run records the notebooks write.
+
+Command line::
+
+    python -m hsnetlib.suite run GRID [--only PATTERN] [--force] [--runs-dir runs]
+    python -m hsnetlib.suite list GRID [--only PATTERN]
+
+A grid is a TOML file listing notebook runs, executed in file order::
+
+    name = "demo"                      # runs go to RUNS_DIR/demo/<run name>/
+    notebooks_dir = "notebooks"        # optional; relative to the project root
+    [defaults]                         # given to every run whose notebook has the parameter
+    data_root = "data/synthetic"
+
+    [[run]]
+    name = "evaluate-fold{fold}-{nshot}shot"     # one run per combination of `expand`
+    notebook = "02_evaluate.ipynb"               # under notebooks/
+    needs = ["train-fold{fold}"]                 # runs that must have succeeded first
+    expand = { fold = [0, 1, 2, 3], nshot = [1, 5] }
+    parameters = { checkpoint = "{grid_dir}/train-fold{fold}/best.pt" }
+
+Strings in ``name``, ``needs`` and ``parameters`` are formatted with the expanded values and
+``{grid}`` (the grid's name) and ``{grid_dir}`` (RUNS_DIR/grid). Every parameter a run gives
+explicitly must exist in its notebook's cell tagged ``parameters`` (checked with
+``papermill.inspect_notebook`` before anything runs, together with simple types); ``out_dir`` is
+always injected: the run's folder.
+
+Each run executes with papermill (kernel ``hsnet``, working directory = the project root) into
+RUNS_DIR/<grid>/<run>/: the executed notebook (which keeps the error of a failed cell), log.txt
+(the cells' stdout/stderr), and the params.json / metrics.json that the notebook writes with
+:func:`write_run_record`. A run whose metrics.json exists is skipped unless ``--force``; a failed
+run does not stop the grid, runs that need it are "blocked". A summary table is printed at the end
+and written to RUNS_DIR/<grid>/summary.csv; the exit status is 1 when any run failed or was blocked.
+
+Notebook-side helpers: :func:`notebook_params` (the values of a notebook's parameters, after
+injection), :func:`resolve` (paths relative to the project root) and :func:`write_run_record`.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import itertools
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+KERNEL_NAME = "hsnet"
+NOTEBOOK_DIR = "notebooks"
+PARAMS_FILE = "params.json"
+METRICS_FILE = "metrics.json"
+GRID_KEYS = {"name", "notebooks_dir", "defaults", "run"}
+RUN_KEYS = {"name", "notebook", "parameters", "expand", "needs"}
+SIMPLE_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,),
+                "dict": (dict,)}
+
+
+class GridError(ValueError):
+    """A malformed grid file (the command line exits with code 2)."""
+
+
+# -- paths -----------------------------------------------------------------------------------------
+def project_root() -> Path:
+    """The checkout holding notebooks/ (hsnetlib is installed editable from it); else the working directory."""
+    repo = Path(__file__).resolve().parent.parent
+    return repo if (repo / NOTEBOOK_DIR).is_dir() else Path.cwd()
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """An absolute path: relative paths are taken from the project root, wherever the kernel runs."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
+def notebook_path(notebook: str, notebooks_dir: str | os.PathLike = NOTEBOOK_DIR) -> Path:
+    path = resolve(notebooks_dir) / notebook
+    if not path.is_file():
+        raise FileNotFoundError(f"notebook {path} does not exist")
+    return path
+
+
+# -- grids -----------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One notebook execution of a grid, after expansion."""
+    name: str
+    notebook: str
+    parameters: dict[str, Any]
+    needs: list[str] = field(default_factory=list)
+    notebooks_dir: str = NOTEBOOK_DIR
+
+    def out_dir(self, grid_dir: Path) -> Path:
+        return grid_dir / self.name
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    runs: list[Run]
+
+    def dir(self, runs_dir: Path) -> Path:
+        return runs_dir / self.name
+
+
+def _format(value: Any, values: Mapping[str, Any]) -> Any:
+    """Format strings (recursively in lists and dicts) with the run's expanded values."""
+    if isinstance(value, str):
+        try:
+            return value.format_map(values)
+        except (KeyError, IndexError, ValueError) as err:
+            raise GridError(f"cannot format {value!r} with {dict(values)}: {err}") from err
+    if isinstance(value, list):
+        return [_format(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: _format(v, values) for k, v in value.items()}
+    return value
+
+
+def _expand(entry: dict[str, Any], index: int, grid_name: str, grid_dir: Path, path: Path,
+            notebooks_dir: str) -> list[Run]:
+    unknown = set(entry) - RUN_KEYS
+    if unknown:
+        raise GridError(f"{path}: run #{index + 1} has unknown key(s) {sorted(unknown)}; allowed: {sorted(RUN_KEYS)}")
+    for key in ("name", "notebook"):
+        if not isinstance(entry.get(key), str):
+            raise GridError(f"{path}: run #{index + 1} needs a string '{key}'")
+    expand = entry.get("expand", {})
+    if not isinstance(expand, dict) or not all(isinstance(v, list) and v for v in expand.values()):
+        raise GridError(f"{path}: run {entry['name']!r}: 'expand' must map parameter names to non-empty lists")
+    runs = []
+    for combo in itertools.product(*expand.values()):
+        values = dict(zip(expand, combo))
+        context = {**values, "grid": grid_name, "grid_dir": grid_dir.as_posix()}
+        parameters = {**_format(entry.get("parameters", {}), context), **values}
+        runs.append(Run(name=_format(entry["name"], context), notebook=entry["notebook"], parameters=parameters,
+                        needs=_format(list(entry.get("needs", [])), context), notebooks_dir=notebooks_dir))
+    return runs
+
+
+def load_grid(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Grid:
+    """Read and expand a grid file; names must be unique and `needs` must point at earlier runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"grid file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise GridError(f"{path} is not valid TOML: {err}") from err
+    unknown = set(raw) - GRID_KEYS
+    if unknown:
+        raise GridError(f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(GRID_KEYS)}")
+    name = raw.get("name", path.stem)
+    grid_dir = Path(runs_dir) / name
+    notebooks_dir = raw.get("notebooks_dir", NOTEBOOK_DIR)
+    runs = [run for i, entry in enumerate(raw.get("run", []))
+            for run in _expand(entry, i, name, grid_dir, path, notebooks_dir)]
+    if not runs:
+        raise GridError(f"{path} lists no [[run]]")
+    seen: set[str] = set()
+    for run in runs:
+        if run.name in seen:
+            raise GridError(f"{path}: run name {run.name!r} occurs twice (add the expanded values to the name)")
+        missing = [n for n in run.needs if n not in seen]
+        if missing:
+            raise GridError(f"{path}: run {run.name!r} needs {missing}, which are not earlier runs of the grid")
+        seen.add(run.name)
+    defaults = raw.get("defaults", {})
+    declared_by_notebook: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        if run.notebook not in declared_by_notebook:
+            declared_by_notebook[run.notebook] = notebook_parameters(run.notebook, path, run.notebooks_dir)
+        declared = declared_by_notebook[run.notebook]
+        _check_parameters(run, declared, path)
+        run.parameters = {**{k: v for k, v in defaults.items() if k in declared}, **run.parameters,
+                          "out_dir": run.out_dir(grid_dir).as_posix()}
+    return Grid(name=name, path=path, runs=runs)
+
+
+def notebook_parameters(notebook: str, grid_path: Path | None = None,
+                        notebooks_dir: str | os.PathLike = NOTEBOOK_DIR) -> dict[str, dict[str, Any]]:
+    """The parameters declared in a notebook's cell tagged `parameters`: name -> papermill's description."""
+    import papermill
+
+    try:
+        path = notebook_path(notebook, notebooks_dir)
+    except FileNotFoundError as err:
+        raise GridError(f"{grid_path}: {err}" if grid_path else str(err)) from err
+    declared = papermill.inspect_notebook(str(path))
+    if not declared:
+        raise GridError(f"notebook {path} has no cell tagged 'parameters'")
+    return declared
+
+
+def _check_parameters(run: Run, declared: dict[str, dict[str, Any]], path: Path) -> None:
+    if "out_dir" not in declared:
+        raise GridError(f"notebook {run.notebook} has no 'out_dir' parameter, which the suite needs")
+    for key, value in run.parameters.items():
+        if key not in declared:
+            raise GridError(f"{path}: run {run.name!r}: notebook {run.notebook} has no parameter {key!r} "
+                            f"(it has: {', '.join(sorted(declared))})")
+        types = SIMPLE_TYPES.get(declared[key]["inferred_type_name"])
+        if types and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            raise GridError(f"{path}: run {run.name!r}: parameter {key}={value!r} is not a "
+                            f"{declared[key]['inferred_type_name']}, as notebook {run.notebook} declares")
+
+
+def select(runs: list[Run], pattern: str | None) -> list[Run]:
+    """The runs whose name matches a glob pattern (all without one)."""
+    return runs if pattern is None else [r for r in runs if fnmatch.fnmatchcase(r.name, pattern)]
+
+
+# -- execution -------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    run: str
+    notebook: str
+    status: str  # "done" | "skipped" | "failed" | "blocked"
+    seconds: float = 0.0
+    detail: str = ""
+
+
+def _check_kernel() -> None:
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    except NoSuchKernel as err:
+        raise RuntimeError(f"the Jupyter kernel {KERNEL_NAME!r} is not installed; run `make setup` "
+                           f"(it runs `python -m ipykernel install --sys-prefix --name {KERNEL_NAME}`)") from err
+
+
+def headline(metrics_path: Path) -> str:
+    """The `summary` scalars of a run's metrics.json, as 'key=value' pairs."""
+    try:
+        summary = json.loads(metrics_path.read_text()).get("summary", {})
+    except (OSError, json.JSONDecodeError):
+        return ""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())
+
+
+def execute(run: Run, grid_dir: Path) -> Outcome:
+    """Run one notebook with papermill; the executed copy keeps any error."""
+    import papermill
+
+    out_dir = run.out_dir(grid_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METRICS_FILE).unlink(missing_ok=True)
+    start = time.perf_counter()
+    error = ""
+    with open(out_dir / "log.txt", "w") as log:
+        try:
+            papermill.execute_notebook(
+                str(notebook_path(run.notebook, run.notebooks_dir)), str(out_dir / run.notebook), parameters=run.parameters,
+                kernel_name=KERNEL_NAME, cwd=str(project_root()), progress_bar=False, log_output=False,
+                stdout_file=log, stderr_file=log,
+            )
+        except papermill.PapermillExecutionError as err:
+            error = f"{err.ename}: {err.evalue}".strip()
+        except Exception as err:  # the kernel died, timed out, ...: record it and go on with the grid
+            error = f"{type(err).__name__}: {err}".strip()
+    seconds = time.perf_counter() - start
+    if not error and not (out_dir / METRICS_FILE).is_file():
+        error = f"the notebook finished without writing {METRICS_FILE}"
+    if error:
+        return Outcome(run.name, run.notebook, "failed", seconds, error.splitlines()[0][:200])
+    return Outcome(run.name, run.notebook, "done", seconds, headline(out_dir / METRICS_FILE))
+
+
+def run_grid(grid: Grid, runs_dir: str | os.PathLike = "runs", only: str | None = None,
+             force: bool = False) -> list[Outcome]:
+    """Execute the selected runs of a grid in order; returns one outcome per run."""
+    _check_kernel()
+    grid_dir = grid.dir(resolve(runs_dir))
+    succeeded = {r.name for r in grid.runs if (r.out_dir(grid_dir) / METRICS_FILE).is_file()}
+    outcomes = []
+    selected = select(grid.runs, only)
+    for i, run in enumerate(selected, 1):
+        out_dir = run.out_dir(grid_dir)
+        if (out_dir / METRICS_FILE).is_file() and not force:
+            outcome = Outcome(run.name, run.notebook, "skipped", detail=headline(out_dir / METRICS_FILE))
+        elif missing := [n for n in run.needs if n not in succeeded]:
+            outcome = Outcome(run.name, run.notebook, "blocked", detail=f"needs {', '.join(missing)}")
+        else:
+            print(f"[{i}/{len(selected)}] {run.name} ({run.notebook}) ...", flush=True)
+            succeeded.discard(run.name)
+            outcome = execute(run, grid_dir)
+            if outcome.status == "done":
+                succeeded.add(run.name)
+        print(f"[{i}/{len(selected)}] {run.name}: {outcome.status} {outcome.seconds:.0f}s {outcome.detail}", flush=True)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def summary_table(outcomes: list[Outcome]):
+    import pandas as pd
+
+    return pd.DataFrame([vars(o) for o in outcomes], columns=["run", "notebook", "status", "seconds", "detail"])
+
+
+# -- run records -----------------------------------------------------------------------------------
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready values: numpy/torch scalars to Python, tuples to lists, paths to strings, NaN to None."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (metrics.json marks a run as done, so it is never half written)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_plain(data), f, indent=2, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_record(checkpoint: str | os.PathLike | None) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    path = resolve(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return {"path": str(path), "sha256": sha256(path), "bytes": path.stat().st_size}
+
+
+def write_run_record(out_dir: str | os.PathLike, notebook: str, params: Mapping[str, Any],
+                     metrics: Mapping[str, Any], checkpoint: str | os.PathLike | None = None,
+                     checkpoints: Mapping[str, str | os.PathLike] | None = None, seed: int | None = None,
+                     device: Any = None) -> Path:
+    """Write out_dir/params.json and out_dir/metrics.json with provenance; returns the metrics path.
+
+    metrics.json holds ``metrics`` (the sections :mod:`hsnetlib.results` reads: ``summary``,
+    ``evaluations``, ``trainings``, ``profiles``) plus the notebook, its parameters, the seed, the
+    checkpoint(s) used or written (path and sha256), and :func:`hsnetlib.utils.env_info` (code
+    version, library versions, device).
+    """
+    from hsnetlib.utils import env_info
+
+    out_dir = resolve(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reserved = {"notebook", "parameters", "seed", "checkpoint", "checkpoints", "provenance"} & set(metrics)
+    if reserved:
+        raise ValueError(f"metrics may not use the reserved key(s) {sorted(reserved)}")
+    provenance = {**env_info(device), "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write_json(out_dir / PARAMS_FILE, {"notebook": notebook, "parameters": dict(params), "seed": seed})
+    record = {
+        "notebook": notebook, "parameters": dict(params), "seed": seed,
+        "checkpoint": checkpoint_record(checkpoint),
+        "checkpoints": {k: checkpoint_record(v) for k, v in (checkpoints or {}).items()},
+        "provenance": provenance, **metrics,
+    }
+    _write_json(out_dir / METRICS_FILE, record)
+    return out_dir / METRICS_FILE
+
+
+def notebook_params(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The current values (defaults or injected) of the parameters a notebook declares.
+
+    Call it in the notebook right after the parameters cell: ``params = notebook_params("x.ipynb", globals())``.
+    """
+    names = notebook_parameters(notebook)
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise NameError(f"parameters {missing} of {notebook} are not defined; run its parameters cell first")
+    return {n: namespace[n] for n in names}
+
+
+# -- command line ----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hsnetlib.suite", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("run", "execute a grid"), ("list", "show a grid's expanded runs")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("grid", help="grid file (TOML), e.g. grids/demo.toml")
+        p.add_argument("--only", metavar="PATTERN", help="only runs whose name matches this glob, e.g. 'train-*'")
+        p.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs/)")
+        if name == "run":
+            p.add_argument("--force", action="store_true", help="re-run runs that already have metrics.json")
+    args = parser.parse_args(argv)
+    try:
+        grid = load_grid(args.grid, args.runs_dir)
+    except (GridError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.command == "list":
+        for run in select(grid.runs, args.only):
+            print(f"{run.name}\t{run.notebook}\t{json.dumps(run.parameters)}")
+        return 0
+    start = time.perf_counter()
+    outcomes = run_grid(grid, args.runs_dir, args.only, args.force)
+    table = summary_table(outcomes)
+    grid_dir = grid.dir(resolve(args.runs_dir))
+    grid_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(grid_dir / "summary.csv", index=False)
+    print(f"\ngrid {grid.name} ({grid.path}): {len(outcomes)} run(s) in {time.perf_counter() - start:.0f}s")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.0f}"))
+    bad = table["status"].isin(["failed", "blocked"]).sum()
+    if bad:
+        print(f"{bad} run(s) failed or blocked; the executed notebooks in {grid_dir} keep the errors")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
