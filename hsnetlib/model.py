@@ -306,6 +306,8 @@ class HSNet(nn.Module):
         ``backbone`` is inferred from the checkpoint when not given; a checkpoint of another backbone
         than the one asked for is an error.
         """
+        if backbone is not None:
+            backbone_spec(backbone)
         state = _read_checkpoint(path, map_location)
         if isinstance(state, dict) and state.get("format") == FORMAT:
             raise ValueError(f"{path} is an hsnetlib checkpoint; load it with HSNet.load")
