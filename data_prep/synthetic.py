@@ -22,7 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images-per-class", type=int, default=10, help="FSS: images per class; PASCAL: trn images per class")
     parser.add_argument("--val-images-per-class", type=int, default=None, help="PASCAL val images per class (default: --images-per-class)")
     parser.add_argument("--size", type=int, default=96, help="longer image side in pixels")
-    parser.add_argument("--second-object-prob", type=float, default=0.3, help="probability of a second object of another class")
+    parser.add_argument("--second-object-prob", type=float, default=0.7, help="probability of a second object of another class")
     return parser.parse_args(argv)
 
 

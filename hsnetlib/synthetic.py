@@ -49,6 +49,7 @@ _HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure
 _LAYOUT_CODE = {"fss": 1, "pascal": 2}
 _SPLIT_CODE = {"trn": 1, "val": 2, "test": 3}
 _MIN_SIZE = 32
+OBJECT_AREA = (0.1, 0.3)  # range of an object's area as a fraction of the image (before cropping/occlusion)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class ImageSpec:
 
     name: str
     split: str  # "trn" | "val" | "test"
-    index: int  # running index within (layout, split): with the seed, it fixes the image's random stream
+    index: int  # running index over the layout's images: with the seed, it fixes the image's random stream
     main: int
     second: int | None
     second_labelled: bool
@@ -86,7 +87,7 @@ def generate(
     images_per_class: int = 10,
     val_images_per_class: int | None = None,
     size: int = 96,
-    second_object_prob: float = 0.3,
+    second_object_prob: float = 0.7,
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -102,7 +103,10 @@ def generate(
         val_images_per_class: PASCAL only: images per class in the `val` lists (default images_per_class).
         size: longer image side in pixels (>= 32). FSS images are square; PASCAL images have a shorter
             side drawn in [0.75, 1] x size, like VOC's mixed aspect ratios.
-        second_object_prob: probability that an image also holds an object of another class of its group.
+        second_object_prob: probability that an image also holds an object, as large, of another class of
+            its group. It is what makes the support necessary: with 0.7, HSNet (frozen random ResNet50,
+            96 px) reaches ~75 % foreground IoU on held-out FSS classes with the right support and ~27 %
+            with a support of another class; with 0.3 the latter stays near 55 % (saliency alone).
         seed: every pixel is a function of the seed and the other arguments.
         progress: show a tqdm progress bar.
 
@@ -335,12 +339,12 @@ def _render_image(rng, spec: ImageSpec, styles, height, width) -> tuple[np.ndarr
     canvas = _background(rng, yy, xx)
     labels = np.zeros((height, width), np.uint8)
     main_centre = (rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height)
-    if spec.second is not None:  # painted first, away from the main object, which may overlap it a little
+    if spec.second is not None:  # as large, painted first, away from the main object (which may overlap it a little)
         centre = _far_point(rng, main_centre, width, height)
-        mask = _shape_mask(rng, centre, rng.uniform(0.06, 0.15), width, height)
+        mask = _shape_mask(rng, centre, rng.uniform(*OBJECT_AREA), width, height)
         canvas[mask] = _class_texture(rng, styles[spec.second], yy, xx)[mask]
         labels[mask] = spec.second + 1 if spec.second_labelled else 0
-    mask = _shape_mask(rng, main_centre, rng.uniform(0.12, 0.35), width, height)
+    mask = _shape_mask(rng, main_centre, rng.uniform(*OBJECT_AREA), width, height)
     canvas[mask] = _class_texture(rng, styles[spec.main], yy, xx)[mask]
     labels[mask] = spec.main + 1
     canvas += rng.normal(0.0, 0.02, canvas.shape).astype(np.float32)
