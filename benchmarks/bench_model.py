@@ -13,7 +13,8 @@ For every backbone x kernel it measures, on random 400x400 episodes:
   set size (``VmHWM`` of /proc/self/status, reset through /proc/self/clear_refs just before the run; where that
   is not possible, ``ru_maxrss``) is reported, so the numbers include the process's Python, torch and model.
   ``extra_mem_*`` is the peak minus what was held just before the run (model, inputs; CPU: resident set);
-* GFLOPs of a 1-shot episode (``torch.utils.flop_counter.FlopCounterMode``; 1 multiply-add = 2 FLOPs);
+* GFLOPs of a 1-shot episode and of its three stages (``torch.utils.flop_counter.FlopCounterMode``, which counts
+  matrix products and convolutions; 1 multiply-add = 2 FLOPs);
 * with ``--bf16``: the 1-shot episode under ``torch.autocast(dtype=torch.bfloat16)``, its speed-up, and the
   agreement of its masks with fp32 (fraction of equal pixels, and the largest logit difference relative to the
   largest fp32 logit).
@@ -124,30 +125,39 @@ def make_train_step(model: HSNet, ep: Episode) -> Callable[[], float]:
     return step
 
 
-@torch.no_grad()
-def breakdown(model: HSNet, ep: Episode, repeats: int, device: torch.device) -> dict[str, float]:
-    """Median seconds of the three stages of a 1-shot episode."""
+def stages(model: HSNet, ep: Episode) -> dict[str, Callable[[], object]]:
+    """The three stages of a 1-shot episode as callables (inputs of each stage precomputed)."""
     query, support, mask = ep.query[:1], ep.supports[:1, 0], ep.masks[:1, 0]
     corr = model.correlation
-    times = {"backbone_s": median_time(lambda: (model.extract_taps(query), model.extract_taps(support)), repeats, device)}
     q_taps, s_taps = model.extract_taps(query), model.extract_taps(support)
     sizes = model._sizes(q_taps)
 
     def correlation():
         return corr(corr.query_features(q_taps), corr.support_features(s_taps, mask), sizes)
 
-    times["correlation_s"] = median_time(correlation, repeats, device)
     pyramid = correlation()
-    times["learner_s"] = median_time(lambda: model.hpn_learner(pyramid), repeats, device)
-    return times
+    return {"backbone": lambda: (model.extract_taps(query), model.extract_taps(support)),
+            "correlation": correlation,
+            "learner": lambda: model.hpn_learner(pyramid)}
 
 
 @torch.no_grad()
-def gflops(model: HSNet, ep: Episode) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        one_shot(model, Episode(ep.query[:1], ep.supports[:1], ep.masks[:1], ep.target[:1]))
-    return counter.get_total_flops() / 1e9
+def breakdown(model: HSNet, ep: Episode, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of the three stages of a 1-shot episode."""
+    return {f"{name}_s": median_time(fn, repeats, device) for name, fn in stages(model, ep).items()}
+
+
+@torch.no_grad()
+def gflops(model: HSNet, ep: Episode) -> dict[str, float]:
+    """GFLOPs of a whole 1-shot episode and of its stages."""
+    out = {}
+    calls = {"1shot": lambda: one_shot(model, Episode(ep.query[:1], ep.supports[:1], ep.masks[:1], ep.target[:1]))}
+    for name, fn in (calls | stages(model, ep)).items():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            fn()
+        out[f"gflops_{name}"] = counter.get_total_flops() / 1e9
+    return out
 
 
 @torch.no_grad()
@@ -260,7 +270,7 @@ def bench_config(args: argparse.Namespace, backbone: str, kernel: str, device: t
         row.update(measure_memory(args, backbone, kernel))
         row["5shot_vs_1shot_peak_mem"] = row["peak_mem_5shot_mb"] / row["peak_mem_1shot_mb"]
         row["5shot_vs_1shot_extra_mem"] = row["extra_mem_5shot_mb"] / row["extra_mem_1shot_mb"]
-    row["gflops_1shot"] = gflops(model, ep1)
+    row.update(gflops(model, ep1))
     if args.bf16:
         row.update(bf16_comparison(model, ep1, args.repeats, device))
         row["bf16_speedup"] = row["1shot_s"] / row["bf16_1shot_s"]

@@ -116,6 +116,24 @@ def test_released_checkpoint_loads_onto_the_cpu_without_the_module_prefix_too(re
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
+def test_released_vgg16_checkpoint_is_recognised_and_its_classifier_dropped(tmp_path):
+    torch.manual_seed(3)
+    model = HSNet("vgg16", weights=None).eval()
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    # The authors' VGG16 also holds classifier.{0,3,6} (about 124M values). The loader drops them unread, so
+    # they are written here under their real names but shrunk, to keep the file small.
+    for i in (0, 3, 6):
+        state[f"module.backbone.classifier.{i}.weight"] = torch.randn(4, 4)
+        state[f"module.backbone.classifier.{i}.bias"] = torch.randn(4)
+    loaded = HSNet.from_official_checkpoint(write(tmp_path, state))
+    assert loaded.config.backbone == "vgg16"
+    query, supports, masks = episode()
+    with torch.no_grad():
+        assert torch.equal(loaded(query, supports[:, 0], masks[:, 0]), model(query, supports[:, 0], masks[:, 0]))
+    with pytest.raises(ValueError, match="vgg16 backbone, not resnet50"):
+        HSNet.from_official_checkpoint(tmp_path / "best_model.pt", backbone="resnet50")
+
+
 @pytest.mark.parametrize("change, names", [
     ("missing", ["hpn_learner.decoder2.2.bias", "backbone.layer3.2.bn2.running_var", "2 missing"]),
     ("extra", ["hpn_learner.encoder_layer4.9.weight", "1 unexpected"]),
