@@ -35,6 +35,7 @@ SQUEEZE_CHANNELS = (16, 64, 128)
 MIX_CHANNELS = 128
 GROUPS = 4
 PYRAMIDS = ((1, 2, 3), (2, 3), (3,))
+SPARSE_SUPPORT = 0.7  # below this fraction of unmasked support positions, correlate only those
 HYPERCORRELATIONS = ("full", "shallow", "deep")
 
 
@@ -185,9 +186,21 @@ class Hypercorrelation(nn.Module):
 
     @staticmethod
     def correlate(q: torch.Tensor, s: torch.Tensor, q_size: tuple[int, int], s_size: tuple[int, int]) -> torch.Tensor:
-        """Normalised stacks (B, L, C, HWq), (B, L, C, HWs) -> clamped correlation (B, L, Hq, Wq, Hs, Ws)."""
-        B, L, C, _ = q.shape
-        corr = torch.bmm(q.reshape(B * L, C, -1).transpose(1, 2), s.reshape(B * L, C, -1))  # (B*L, HWq, HWs)
+        """Normalised stacks (B, L, C, HWq), (B, L, C, HWs) -> clamped correlation (B, L, Hq, Wq, Hs, Ws).
+
+        A support position whose features are zero in every tap (masked out, Eq. 1) correlates to exactly 0,
+        so when the mask leaves few positions only those go through the matrix product (same result, and
+        the largest level's product shrinks with the support mask's area).
+        """
+        B, L, _, HWs = s.shape
+        live = s.detach().abs().amax(dim=(1, 2)) > 0  # (B, HWs)
+        if bool((live.sum(dim=1) >= SPARSE_SUPPORT * HWs).all()):
+            corr = torch.matmul(q.transpose(2, 3), s)  # (B, L, HWq, HWs)
+        else:
+            corr = q.new_zeros(B, L, q.shape[-1], HWs)
+            for b in range(B):
+                keep = live[b].nonzero().squeeze(1)
+                corr[b].index_copy_(2, keep, torch.matmul(q[b].transpose(1, 2), s[b][..., keep]))
         return corr.clamp_(min=0).view(B, L, *q_size, *s_size)
 
     def forward(self, query_feats: dict[int, torch.Tensor], support_feats: dict[int, torch.Tensor],
