@@ -122,6 +122,29 @@ def test_hypercorrelation_is_the_masked_cosine_pyramid(backbone):
     assert all((c >= 0).all() and c.max() <= 1 + 1e-5 for c in pyramid)
 
 
+@pytest.mark.parametrize("coverage", ["small", "full", "mixed"])
+def test_correlation_of_sparse_and_dense_supports_matches_the_reference(coverage):
+    """Small masks take the path that multiplies only the unmasked support positions; it must agree too."""
+    model = frozen_model("resnet50")
+    query, support, _ = episode(96, batch=2)
+    mask = torch.zeros(2, 96, 96)
+    if coverage in ("small", "mixed"):
+        mask[1, 10:40, 50:70] = 1
+    if coverage in ("full", "mixed"):
+        mask[0] = 1
+    if coverage == "small":
+        mask[0, 60:, :30] = 1
+    with torch.no_grad():
+        got = model.hypercorrelation(query, support[:, 0], mask)[2]  # finest level: (2, 4, 12, 12, 12, 12)
+        q_taps, s_taps = model.extract_taps(query), model.extract_taps(support[:, 0])
+    m = F.interpolate(mask[:, None], (12, 12), mode="bilinear", align_corners=True)
+    for channel in range(4):
+        torch.testing.assert_close(got[:, channel], reference_correlation(q_taps[channel], s_taps[channel] * m),
+                                   rtol=1e-4, atol=1e-5)
+    masked_out = (m[:, 0] == 0).view(2, 1, 1, 1, 12, 12).expand_as(got)
+    assert (got[masked_out] == 0).all() and (got[~masked_out] != 0).any()
+
+
 def test_support_mask_zero_gives_zero_correlation():
     model = frozen_model("resnet50")
     query, support, mask = episode(64, batch=1)
