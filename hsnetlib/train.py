@@ -1,0 +1,641 @@
+"""Episodic training of HSNet: one config dataclass, ``train(config)``, resumable runs, DDP via torchrun.
+
+Protocol (spec, "Training"): the loss is the mean pixel-wise cross-entropy between the 2-channel
+logits and the query mask; Adam with lr 1e-3 on the learner (the frozen backbone gets lr 1e-5 when
+``finetune_backbone``); each epoch is one pass over the training episodes followed by validation,
+and the checkpoint with the best validation mIoU is kept (``best.pt``).
+
+Choices the spec leaves open, made here:
+
+* PASCAL-5i boundary pixels (255) are not ignored by the loss, as in the authors' training: the
+  query mask is used as the data set gives it (boundary = background). The mIoU of the training and
+  validation meters does ignore them, as the published evaluation does.
+* K-shot training (``shot > 1``): one 1-shot loss per support, summed. The K (query, support) pairs
+  go through the model as one batch of K x B, so memory grows like the batch size. Predictions for
+  the training/validation mIoU use the K-shot vote of :func:`hsnetlib.model.vote`.
+* Validation ("selection"): ``"test_fold"`` (published) scores the split "val" -- on PASCAL-5i and
+  COCO-20i the fold's 1,000 test episodes (seed 0), on FSS-1000 the separate val classes, as the
+  authors' training does. ``"heldout"`` is leak-free: a fixed ``heldout_fraction`` of each training
+  class's images (chosen with seed 0, the same for every training seed) is removed from training
+  altogether and serves as validation queries, with supports drawn from the class's training images.
+* Mixed precision, CUDA only: ``amp="bf16"`` (autocast) or ``amp="fp16"`` (autocast + GradScaler);
+  the loss is computed in float32. On CPU both are refused with a ConfigError: CPU bf16 autocast
+  runs, but its convolution backward is orders of magnitude slower than float32 there.
+* Reproducibility: the learner's initialisation comes from ``seed``; the episodes of epoch ``e`` and
+  their order depend only on ``(seed, e)`` (``dataset.set_epoch`` and :class:`EpisodeSampler`), so a
+  run interrupted and resumed from ``last.pt`` ends, on CPU, with the same metrics and weights.
+* Multi-GPU: launched by ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK), DistributedDataParallel,
+  each rank takes ``bsz / world_size`` episodes of every global batch of ``bsz``; only rank 0 writes.
+
+A run directory holds config.json, env.json, metrics.csv (one row per epoch), tb/ (TensorBoard),
+last.pt and best.pt (written atomically; model config and weights, optimizer, epoch, best score and
+RNG states; ``HSNet.load`` reads them).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler, Subset
+from tqdm.auto import tqdm
+
+from hsnetlib.data import EpisodeIndex, FewShotDataset, build_dataset
+from hsnetlib.metrics import IoUMeter
+from hsnetlib.model import HSNet, HSNetConfig, vote
+from hsnetlib.utils import env_info, pick_device, seed_everything
+
+AMP_MODES = ("none", "bf16", "fp16")
+SELECTIONS = ("test_fold", "heldout")
+HELDOUT_SEED = 0  # the held-out images are the same whatever the training seed
+HELDOUT_EPISODES = 1000  # validation episodes with selection="heldout" when val_episodes is None
+METRIC_COLUMNS = ("epoch", "train_loss", "train_miou", "train_fbiou", "val_loss", "val_miou", "val_fbiou", "time")
+# Fields that may change when a run is resumed; any other difference from the run's config.json is an error.
+RESUMABLE_CHANGES = ("epochs", "workers", "device", "resume", "progress")
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration or option combination (the command line exits with code 2)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Defaults are the published protocol (PASCAL-5i, ResNet50)."""
+
+    benchmark: str = "pascal"                   # "pascal" | "coco" | "fss" | "folder"
+    datapath: str = "data"                      # data root (README "Data sets")
+    fold: int = 0
+    backbone: str = "resnet50"                  # "vgg16" | "resnet50" | "resnet101"
+    weights: str | None = "imagenet"            # backbone init: "imagenet" | None (random) | state-dict path
+    hypercorrelation: str = "full"              # model variants: see hsnetlib.model.HSNetConfig
+    pyramid: tuple[int, ...] = (1, 2, 3)
+    kernel: str = "center_pivot"
+    block_layers: int = 3
+    support_masking: bool = True
+    finetune_backbone: bool = False             # backbone trained too, with backbone_lr
+    shot: int = 1                               # supports per training episode (losses summed)
+    img_size: int = 400
+    bsz: int = 20                               # global batch (episodes per step, over all ranks)
+    lr: float = 1e-3                            # Adam, learner
+    backbone_lr: float = 1e-5                   # Adam, backbone (finetune_backbone only)
+    epochs: int = 2000                          # the authors' --niter
+    workers: int = 0                            # DataLoader workers per rank
+    seed: int = 0                               # learner init, training episodes and their order
+    run_dir: str | None = None                  # None: runs/BENCHMARK-foldF-BACKBONE-Kshot
+    device: str | None = None                   # None: CUDA if available (cuda:LOCAL_RANK under torchrun), else CPU
+    amp: str = "none"                           # "none" | "bf16" | "fp16" (CUDA only)
+    val_episodes: int | None = None             # None: the whole validation split (1000 on PASCAL/COCO) / 1000 held-out
+    selection: str = "test_fold"                # "test_fold" (published) | "heldout" (leak-free)
+    heldout_fraction: float = 0.1               # selection="heldout": share of each training class held out
+    resume: bool = False                        # continue from run_dir/last.pt if there is one
+    train_episodes_per_epoch: int | None = None  # None: one pass over the training episodes
+    splits_dir: str | None = None               # split lists (None: the shipped ones); synthetic data: ROOT/splits
+    class_split: str | None = None              # benchmark="folder": JSON file {"trn": [...], "val": [...], ...}
+    progress: bool = True                       # tqdm bars and a line per epoch (rank 0)
+
+    def __post_init__(self) -> None:
+        self.pyramid = tuple(int(p) for p in self.pyramid)
+        if self.run_dir is None:
+            self.run_dir = str(Path("runs") / run_name(self.benchmark, self.fold, self.backbone, self.shot))
+        for name in ("datapath", "run_dir", "splits_dir", "class_split", "weights"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                setattr(self, name, str(value))
+        self._check()
+
+    def _check(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        need(self.amp in AMP_MODES, f"amp={self.amp!r}: choose one of {AMP_MODES}")
+        need(self.selection in SELECTIONS, f"selection={self.selection!r}: choose one of {SELECTIONS}")
+        for name in ("shot", "img_size", "bsz", "epochs"):
+            need(_is_int(getattr(self, name)) and getattr(self, name) >= 1,
+                 f"{name}={getattr(self, name)!r}: expected an integer >= 1")
+        need(_is_int(self.workers) and self.workers >= 0, f"workers={self.workers!r}: expected an integer >= 0")
+        for name in ("val_episodes", "train_episodes_per_epoch"):
+            value = getattr(self, name)
+            need(value is None or (_is_int(value) and value >= 1), f"{name}={value!r}: expected None or an integer >= 1")
+        for name in ("lr", "backbone_lr"):
+            need(getattr(self, name) > 0, f"{name}={getattr(self, name)!r}: expected a positive learning rate")
+        need(0 < self.heldout_fraction < 1, f"heldout_fraction={self.heldout_fraction!r}: expected a value in (0, 1)")
+        try:
+            self.model_config()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    def model_config(self) -> HSNetConfig:
+        return HSNetConfig(self.backbone, self.weights, self.hypercorrelation, self.pyramid, self.kernel,
+                           self.block_layers, self.support_masking, self.finetune_backbone)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_name(benchmark: str, fold: int, backbone: str, shot: int) -> str:
+    """The default name of a run (or test results) directory."""
+    return f"{benchmark}-fold{fold}-{backbone}-{shot}shot"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Distributed set-up (torchrun)
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class DistInfo:
+    """This process's place in the job; world_size 1 without torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    initialized: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (in place; identity in a single process)."""
+        if self.initialized:
+            torch_dist.all_reduce(tensor)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.initialized:
+            torch_dist.barrier()
+
+    def close(self) -> None:
+        if self.initialized:
+            torch_dist.destroy_process_group()
+
+
+def setup_distributed(device: str | None) -> DistInfo:
+    """Join the torchrun job described by RANK / WORLD_SIZE / LOCAL_RANK (nccl on CUDA, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistInfo(device=pick_device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = pick_device(device)
+    if chosen.type == "cuda":
+        chosen = torch.device("cuda", local_rank)
+        torch.cuda.set_device(chosen)
+    backend = "nccl" if chosen.type == "cuda" else "gloo"
+    torch_dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistInfo(rank=rank, world_size=world_size, device=chosen, initialized=True)
+
+
+def unwrap(model: nn.Module) -> HSNet:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------
+
+class EpisodeSampler(Sampler[int]):
+    """This rank's share of an epoch's episode order, a function of (seed, epoch) only.
+
+    The epoch's order is a permutation of the episodes drawn from ``RandomState([seed, epoch])``,
+    cut to ``per_epoch`` episodes and padded (by repeating its start) to a multiple of the world size;
+    rank r takes positions r, r + W, ... With a per-rank batch of b = B / W, the union of the ranks'
+    j-th batches is positions jB .. (j+1)B - 1: the global batch of a single-process run.
+    """
+
+    def __init__(self, n_episodes: int, per_epoch: int | None = None, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        per_epoch = n_episodes if per_epoch is None else per_epoch
+        if per_epoch > n_episodes:
+            raise ValueError(f"train_episodes_per_epoch={per_epoch} exceeds the {n_episodes} training episodes")
+        self.n_episodes, self.per_epoch, self.seed = n_episodes, per_epoch, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_order(self) -> list[int]:
+        order = np.random.RandomState([self.seed, self.epoch]).permutation(self.n_episodes)[: self.per_epoch].tolist()
+        padding = -len(order) % self.world_size
+        return order + order[:padding]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.epoch_order()[self.rank:: self.world_size])
+
+    def __len__(self) -> int:
+        return math.ceil(self.per_epoch / self.world_size)
+
+
+def build_datasets(config: TrainConfig) -> tuple[FewShotDataset, FewShotDataset]:
+    """(training episodes, validation episodes) for the config's benchmark, fold and selection."""
+    common = dict(benchmark=config.benchmark, root=config.datapath, fold=config.fold, shot=config.shot,
+                  img_size=config.img_size, class_split=config.class_split, splits_dir=config.splits_dir)
+    train_ds = build_dataset(split="trn", seed=config.seed, **common)
+    if config.selection == "heldout":
+        return heldout_split(train_ds, config.heldout_fraction, config.val_episodes or HELDOUT_EPISODES)
+    val_ds = build_dataset(split="val", seed=0, **common)
+    return train_ds, val_ds
+
+
+def heldout_split(train_ds: FewShotDataset, fraction: float, n_episodes: int) -> tuple[FewShotDataset, FewShotDataset]:
+    """Hold out ``fraction`` of every training class's images for leak-free model selection.
+
+    Returns (training episodes without the held-out images, neither as query nor as support;
+    ``n_episodes`` fixed validation episodes whose queries are the held-out images, in an order
+    shuffled once so that every class is met early, and whose supports are the class's training
+    images). The validation set keeps the training data set's config with split "val" and seed 0.
+    """
+    index = train_ds.index
+    names = {c: list(dict.fromkeys(index.candidates[c])) for c in index.class_ids}
+    classes_of: dict[str, list[int]] = {}
+    for c, class_names in names.items():
+        for n in class_names:
+            classes_of.setdefault(n, []).append(c)
+    left = {c: len(names[c]) for c in index.class_ids}  # training images each class keeps
+    rng = np.random.RandomState(HELDOUT_SEED)
+    held: set[str] = set()
+    for c in index.class_ids:
+        want, have = max(1, round(fraction * len(names[c]))), sum(n in held for n in names[c])
+        for i in rng.permutation(len(names[c])):
+            n = names[c][i]
+            if have >= want:
+                break
+            if n in held or any(left[d] <= 2 for d in classes_of[n]):
+                continue  # every class keeps 2 training images: a query and a support
+            held.add(n)
+            have += 1
+            for d in classes_of[n]:
+                left[d] -= 1
+        if have == 0:
+            raise ValueError(
+                f"selection='heldout': no image of class {train_ds.class_names[c]!r} ({len(names[c])} training "
+                "images) can be held out while every class keeps at least 2 for training; use selection='test_fold'")
+    keep = {c: [n for n in index.candidates[c] if n not in held] for c in index.class_ids}
+    queries = [(n, c) for n, c in index.queries if n not in held]
+    n_train = len({n for c in keep for n in keep[c]}) if index.draw_class_first else len(queries)
+    train_index = EpisodeIndex(list(index.class_ids), queries, keep, index.draw_class_first, n_train)
+    rows = [(n, c) for c in index.class_ids for n in names[c] if n in held]
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    val_classes = sorted({c for _, c in rows})
+    val_index = EpisodeIndex(val_classes, rows, {c: keep[c] for c in val_classes}, False, n_episodes)
+    val_config = dataclasses.replace(train_ds.config, split="val", seed=0)
+    return (FewShotDataset(train_ds.config, train_ds.layout, train_index),
+            FewShotDataset(val_config, train_ds.layout, val_index))
+
+
+def first_episodes(dataset: FewShotDataset, n: int | None) -> FewShotDataset | Subset:
+    """The first ``n`` episodes (all when None or more than there are)."""
+    return dataset if n is None or n >= len(dataset) else Subset(dataset, range(n))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model and one step
+# ---------------------------------------------------------------------------------------------------
+
+def build_model(config: TrainConfig, device: torch.device) -> HSNet:
+    """HSNet with the config's variant; the learner's initialisation is a function of the seed."""
+    seed_everything(config.seed)
+    return HSNet.from_config(config.model_config()).to(device)
+
+
+def build_optimizer(config: TrainConfig, model: HSNet) -> torch.optim.Adam:
+    groups = [{"params": list(model.learner_parameters()), "lr": config.lr}]
+    if config.finetune_backbone:
+        groups.append({"params": list(model.backbone_parameters()), "lr": config.backbone_lr})
+    return torch.optim.Adam(groups)
+
+
+def autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def forward_episodes(model: nn.Module, batch: dict[str, Any], device: torch.device,
+                     amp: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss per episode (B,) -- the 1-shot losses of the K supports, summed -- and the K-shot vote (B, H, W).
+
+    The K (query, support) pairs run as one batch of K x B (support-major), i.e. one forward pass.
+    """
+    query = batch["query_img"].to(device, non_blocking=True)  # (B, 3, H, W)
+    supports = batch["support_imgs"].to(device, non_blocking=True)  # (B, K, 3, H, W)
+    masks = batch["support_masks"].to(device, non_blocking=True)  # (B, K, H, W)
+    target = batch["query_mask"].to(device, non_blocking=True).long()  # (B, H, W), boundary = background
+    B, K, _, H, W = supports.shape
+    with autocast(device, amp):
+        logits = model(query.repeat(K, 1, 1, 1), supports.transpose(0, 1).reshape(K * B, 3, H, W),
+                       masks.transpose(0, 1).reshape(K * B, H, W))  # (K*B, 2, H, W)
+    pixel_loss = F.cross_entropy(logits.float(), target.repeat(K, 1, 1), reduction="none")  # (K*B, H, W)
+    loss = pixel_loss.mean(dim=(1, 2)).view(K, B).sum(dim=0)  # (B,)
+    votes = logits.detach().argmax(dim=1).view(K, B, H, W).sum(dim=0)  # (B, H, W)
+    return loss, vote(votes.float())
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    miou: float
+    fbiou: float
+
+
+class Scores:
+    """Loss sum, episode count and an IoU meter, summed over ranks by ``reduce``."""
+
+    def __init__(self, class_ids: list[int]):
+        self.meter = IoUMeter(class_ids, ignore_label=True)
+        self.loss_sum, self.count = 0.0, 0
+
+    def update(self, loss: torch.Tensor, pred: torch.Tensor, batch: dict[str, Any]) -> None:
+        self.loss_sum += float(loss.detach().sum())
+        self.count += len(loss)
+        ignore = batch.get("query_ignore_idx")
+        self.meter.update(pred.cpu(), batch["query_mask"], batch["class_id"], ignore)
+
+    @property
+    def running(self) -> dict[str, str]:
+        return {"loss": f"{self.loss_sum / max(self.count, 1):.4f}", "miou": f"{self.meter.miou:.1f}"}
+
+    def reduce(self, dist: DistInfo) -> EpochStats:
+        totals = dist.all_reduce(torch.tensor([self.loss_sum, float(self.count)], dtype=torch.float64))
+        sums = dist.all_reduce(torch.from_numpy(self.meter.sums.copy()))
+        counts = dist.all_reduce(torch.from_numpy(self.meter.counts.copy()))
+        self.meter.sums, self.meter.counts = sums.numpy(), counts.numpy()
+        return EpochStats(float(totals[0] / max(totals[1], 1)), self.meter.miou, self.meter.fbiou)
+
+
+def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    loader: DataLoader, class_ids: list[int], dist: DistInfo, amp: str, desc: str,
+                    progress: bool) -> EpochStats:
+    """One pass over the loader's episodes; returns the epoch's mean episode loss and training mIoU/FB-IoU."""
+    model.train()
+    scores = Scores(class_ids)
+    bar = tqdm(loader, desc=desc, disable=not (progress and dist.main), leave=False, dynamic_ncols=True)
+    for batch in bar:
+        loss, pred = forward_episodes(model, batch, dist.device, amp)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss.mean()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scores.update(loss, pred, batch)
+        bar.set_postfix(scores.running)
+    return scores.reduce(dist)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: DataLoader, class_ids: list[int], dist: DistInfo, amp: str, desc: str,
+             progress: bool) -> EpochStats:
+    """Mean episode loss, mIoU and FB-IoU (boundary pixels ignored) of the validation episodes of every rank."""
+    model = unwrap(model).eval()
+    scores = Scores(class_ids)
+    bar = tqdm(loader, desc=desc, disable=not (progress and dist.main), leave=False, dynamic_ncols=True)
+    for batch in bar:
+        loss, pred = forward_episodes(model, batch, dist.device, amp)
+        scores.update(loss, pred, batch)
+        bar.set_postfix(scores.running)
+    return scores.reduce(dist)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Run directory: checkpoints, metrics, provenance
+# ---------------------------------------------------------------------------------------------------
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy (legacy global), torch and CUDA generator states, as checkpoint-safe values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the next epoch and the best validation mIoU so far."""
+
+    next_epoch: int = 0
+    best_epoch: int = -1
+    best_val_miou: float = -math.inf
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    config: TrainConfig, epoch: int, state: Progress) -> None:
+    unwrap(model).save(path, train_config=config.to_dict(), selection=config.selection, epoch=epoch,
+                       best_epoch=state.best_epoch, best_val_miou=state.best_val_miou,
+                       optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng_state())
+
+
+def load_checkpoint(path: Path, model: HSNet, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler) -> Progress:
+    """Restore model, optimizer, scaler and RNG states from a training checkpoint; returns the progress."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    if not isinstance(payload, dict) or "optimizer" not in payload or "epoch" not in payload:
+        raise ValueError(f"{path} is not a training checkpoint of hsnetlib.train (no optimizer/epoch)")
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scaler.load_state_dict(payload["scaler"])
+    set_rng_state(payload["rng"])
+    return Progress(payload["epoch"] + 1, payload["best_epoch"], payload["best_val_miou"])
+
+
+def check_resumable(run_dir: Path, config: TrainConfig) -> None:
+    """A resumed run must have the config it started with (up to RESUMABLE_CHANGES)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir / 'last.pt'} exists but {path} does not: not a run directory of hsnetlib")
+    stored = json.loads(path.read_text())
+    current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
+    changed = [f"{k} (run: {stored.get(k)!r}, now: {v!r})" for k, v in current.items()
+               if k not in RESUMABLE_CHANGES and stored.get(k) != v]
+    if changed:
+        raise ConfigError(f"cannot resume {run_dir} with a different configuration: {'; '.join(changed)} "
+                          f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+
+
+def write_env(path: Path, dist: DistInfo, resumed_at: int | None) -> None:
+    """env.json: the provenance of the run's start; a resumed run adds an entry to its "resumes" list."""
+    env = env_info(dist.device) | {"world_size": dist.world_size}
+    if resumed_at is not None and path.is_file():
+        first = json.loads(path.read_text())
+        env = first | {"resumes": first.get("resumes", []) + [env | {"epoch": resumed_at}]}
+    path.write_text(json.dumps(env, indent=2) + "\n")
+
+
+class MetricsLog:
+    """metrics.csv (one row per epoch) and TensorBoard scalars of rank 0."""
+
+    def __init__(self, run_dir: Path, start_epoch: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = run_dir / "metrics.csv"
+        self.rows = self._read()
+        self.rows = [r for r in self.rows if int(r["epoch"]) < start_epoch]  # drop epochs redone after resuming
+        self._write_all()
+        self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch)
+
+    def _read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, newline="") as f:
+            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+    def _write_all(self) -> None:
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, METRIC_COLUMNS).writerow(row)
+        for key, value in row.items():
+            if key != "epoch":
+                self.writer.add_scalar(key.replace("_", "/", 1), value, row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The main loop
+# ---------------------------------------------------------------------------------------------------
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train HSNet episodically as ``config`` says; returns a summary of the run.
+
+    Summary keys: run_dir, selection, epochs (completed), best_epoch, best_val_miou, last (the last
+    metrics row), history (all rows), best_checkpoint, last_checkpoint. Raises ConfigError for an
+    invalid option combination, FileNotFoundError / ValueError for missing or malformed inputs.
+    """
+    dist = setup_distributed(config.device)
+    try:
+        return _train(config, dist)
+    finally:
+        dist.close()
+
+
+def _check_setup(config: TrainConfig, dist: DistInfo) -> None:
+    if config.bsz % dist.world_size:
+        raise ConfigError(f"bsz={config.bsz} is not divisible by the {dist.world_size} processes: the global "
+                          "batch is split evenly over the ranks")
+    if config.amp != "none" and dist.device.type != "cuda":
+        raise ConfigError(f"amp={config.amp!r} needs a CUDA device (running on {dist.device}); use amp='none'")
+
+
+def _loaders(config: TrainConfig, dist: DistInfo, train_ds: FewShotDataset,
+             val_ds: FewShotDataset) -> tuple[DataLoader, DataLoader, EpisodeSampler]:
+    per_rank = config.bsz // dist.world_size
+    sampler = EpisodeSampler(len(train_ds), config.train_episodes_per_epoch, config.seed, dist.rank, dist.world_size)
+    pin = dist.device.type == "cuda"
+    train_loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, num_workers=config.workers,
+                              pin_memory=pin)
+    val_part = first_episodes(val_ds, config.val_episodes)
+    val_shard = Subset(val_part, range(dist.rank, len(val_part), dist.world_size))
+    val_loader = DataLoader(val_shard, batch_size=per_rank, shuffle=False, num_workers=config.workers, pin_memory=pin)
+    return train_loader, val_loader, sampler
+
+
+def _train(config: TrainConfig, dist: DistInfo) -> dict[str, Any]:
+    _check_setup(config, dist)
+    run_dir = Path(config.run_dir)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    resuming = last_path.is_file()
+    if resuming and not config.resume:
+        raise FileExistsError(f"{run_dir} already holds a run (last.pt); pass resume=True (--resume) to continue it "
+                              "or choose another run directory")
+    if resuming:
+        check_resumable(run_dir, config)
+    log = dist.main and config.progress
+
+    train_ds, val_ds = build_datasets(config)
+    train_loader, val_loader, sampler = _loaders(config, dist, train_ds, val_ds)
+    model = build_model(config, dist.device)
+    optimizer = build_optimizer(config, model)
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=config.amp == "fp16")
+    state = load_checkpoint(last_path, model, optimizer, scaler) if resuming else Progress()
+    if dist.initialized:
+        model = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+
+    metrics = None
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        write_env(run_dir / "env.json", dist, state.next_epoch if resuming else None)
+        metrics = MetricsLog(run_dir, state.next_epoch)
+    if log and resuming:
+        tqdm.write(f"resuming {run_dir} at epoch {state.next_epoch}")
+
+    try:
+        for epoch in range(state.next_epoch, config.epochs):
+            start = time.perf_counter()
+            train_ds.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            trn = train_one_epoch(model, optimizer, scaler, train_loader, train_ds.class_ids, dist, config.amp,
+                                  f"train {epoch}", config.progress)
+            val = validate(model, val_loader, val_ds.class_ids, dist, config.amp, f"val {epoch}", config.progress)
+            row = {"epoch": epoch, "train_loss": trn.loss, "train_miou": trn.miou, "train_fbiou": trn.fbiou,
+                   "val_loss": val.loss, "val_miou": val.miou, "val_fbiou": val.fbiou,
+                   "time": time.perf_counter() - start}
+            improved = val.miou > state.best_val_miou
+            if improved:
+                state.best_epoch, state.best_val_miou = epoch, val.miou
+            if dist.main:
+                metrics.append(row)
+                if improved:
+                    save_checkpoint(best_path, model, optimizer, scaler, config, epoch, state)
+                save_checkpoint(last_path, model, optimizer, scaler, config, epoch, state)
+            if log:
+                tqdm.write(f"epoch {epoch}: train loss {trn.loss:.4f} mIoU {trn.miou:.2f} | val loss {val.loss:.4f} "
+                           f"mIoU {val.miou:.2f} FB-IoU {val.fbiou:.2f}{' (best)' if improved else ''}")
+            dist.barrier()
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+    history = metrics.rows if metrics is not None else []
+    return {
+        "run_dir": str(run_dir),
+        "selection": config.selection,
+        "epochs": config.epochs,
+        "best_epoch": state.best_epoch,
+        "best_val_miou": state.best_val_miou,
+        "last": history[-1] if history else None,
+        "history": history,
+        "best_checkpoint": str(best_path),
+        "last_checkpoint": str(last_path),
+    }

@@ -1,0 +1,227 @@
+"""Training engine: loss, K-shot loss, checkpoints and model selection, resume and torchrun equivalence.
+
+Short CPU runs on the synthetic PASCAL-layout benchmark (64 px, random frozen ResNet50, 8 training
+and 8 validation episodes per epoch, global batch 4).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from hsnetlib.model import HSNet
+from hsnetlib.synthetic import generate
+from hsnetlib.train import (
+    ConfigError, DistInfo, EpisodeSampler, TrainConfig, _check_setup, build_datasets, build_model,
+    build_optimizer, forward_episodes, heldout_split, train,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic_voc")
+    generate(root, "pascal", images_per_class=3, size=64, seed=0)
+    return root
+
+
+def tiny(root: Path, run_dir: Path, **overrides) -> TrainConfig:
+    settings = dict(benchmark="pascal", datapath=str(root), splits_dir=str(root / "splits"), fold=0, weights=None,
+                    img_size=64, bsz=4, epochs=2, val_episodes=8, train_episodes_per_epoch=8, progress=False,
+                    run_dir=str(run_dir))
+    return TrainConfig(**{**settings, **overrides})
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def payload(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def runs(voc_root, tmp_path_factory) -> dict[str, Path]:
+    """A 2-epoch run straight through, and the same run stopped after epoch 0 and resumed."""
+    base = tmp_path_factory.mktemp("runs")
+    straight, resumed = base / "straight", base / "resumed"
+    train(tiny(voc_root, straight))
+    train(tiny(voc_root, resumed, epochs=1))
+    shutil.copy(resumed / "last.pt", base / "after_epoch0.pt")
+    train(tiny(voc_root, resumed, epochs=2, resume=True))
+    return {"straight": straight, "resumed": resumed, "after_epoch0": base / "after_epoch0.pt"}
+
+
+def test_loss_decreases_on_a_fixed_batch(voc_root, tmp_path):
+    config = tiny(voc_root, tmp_path)
+    train_ds, _ = build_datasets(config)
+    batch = next(iter(DataLoader(train_ds, batch_size=4)))
+    model = build_model(config, torch.device("cpu"))
+    optimizer = build_optimizer(config, model)
+    losses = []
+    for _ in range(6):
+        loss, pred = forward_episodes(model, batch, torch.device("cpu"))
+        optimizer.zero_grad()
+        loss.mean().backward()
+        optimizer.step()
+        losses.append(loss.mean().item())
+    assert loss.shape == (4,) and pred.shape == (4, 64, 64)
+    assert min(losses[-2:]) < 0.9 * losses[0], losses
+
+
+def test_kshot_loss_is_the_sum_of_one_shot_losses_and_prediction_votes(voc_root, tmp_path):
+    config = tiny(voc_root, tmp_path, shot=2)
+    train_ds, _ = build_datasets(config)
+    batch = next(iter(DataLoader(train_ds, batch_size=3)))
+    model = build_model(config, torch.device("cpu")).eval()
+    with torch.no_grad():
+        loss, pred = forward_episodes(model, batch, torch.device("cpu"))
+        target = batch["query_mask"].long()
+        expected = sum(
+            torch.nn.functional.cross_entropy(
+                model(batch["query_img"], batch["support_imgs"][:, k], batch["support_masks"][:, k]), target,
+                reduction="none").mean(dim=(1, 2))
+            for k in range(2))
+        voted = model.predict_mask(batch["query_img"], batch["support_imgs"], batch["support_masks"])
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(pred, voted)
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_is_refused_on_cpu(voc_root, tmp_path, amp):
+    with pytest.raises(ConfigError, match=f"amp='{amp}' needs a CUDA device"):
+        train(tiny(voc_root, tmp_path / "run", amp=amp, device="cpu"))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(amp="fp32"), "amp="), (dict(selection="val"), "selection="), (dict(bsz=0), "bsz="),
+    (dict(kernel="diagonal"), "kernel"), (dict(pyramid=(1, 3)), "pyramid"), (dict(heldout_fraction=1.5), "heldout"),
+])
+def test_invalid_configs_are_config_errors(voc_root, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny(voc_root, tmp_path, **overrides)
+
+
+def test_global_batch_must_split_evenly_over_ranks(voc_root, tmp_path):
+    with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
+        _check_setup(tiny(voc_root, tmp_path, bsz=4), DistInfo(rank=0, world_size=3))
+
+
+def test_sampler_shards_form_the_single_process_global_batches():
+    single = list(EpisodeSampler(20, 12, seed=3))
+    shards = [list(EpisodeSampler(20, 12, seed=3, rank=r, world_size=2)) for r in range(2)]
+    per_rank = 2  # global batch 4
+    for j in range(3):
+        union = sorted(shards[0][j * per_rank:(j + 1) * per_rank] + shards[1][j * per_rank:(j + 1) * per_rank])
+        assert union == sorted(single[4 * j:4 * (j + 1)])
+    other_epoch = EpisodeSampler(20, 12, seed=3)
+    other_epoch.set_epoch(1)
+    assert list(other_epoch) != single and list(EpisodeSampler(20, 12, seed=3)) == single
+    assert len(set(single)) == 12
+
+
+def test_run_directory_and_best_checkpoint(runs):
+    run = runs["straight"]
+    rows = read_metrics(run)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert list(rows[0]) == ["epoch", "train_loss", "train_miou", "train_fbiou", "val_loss", "val_miou",
+                             "val_fbiou", "time"]
+    assert all(np.isfinite(list(r.values())).all() for r in rows)
+    config = json.loads((run / "config.json").read_text())
+    assert config["selection"] == "test_fold" and config["lr"] == 1e-3
+    env = json.loads((run / "env.json").read_text())
+    assert {"code_version", "torch", "device"} <= set(env) and env["world_size"] == 1
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert not list(run.glob("*.tmp"))
+    best, last = payload(run / "best.pt"), payload(run / "last.pt")
+    assert last["epoch"] == 1
+    assert best["epoch"] == int(np.argmax([r["val_miou"] for r in rows]))  # first epoch of the maximum
+    assert best["best_val_miou"] == max(r["val_miou"] for r in rows) == last["best_val_miou"]
+    assert {"optimizer", "rng", "train_config", "scaler"} <= set(last)
+    # best.pt holds that epoch's weights: epoch 0's are those of the resumed run's first checkpoint
+    reference = payload(runs["after_epoch0"]) if best["epoch"] == 0 else last
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in reference["state_dict"].items())
+    model = HSNet.load(run / "best.pt")
+    assert model.config.backbone == "resnet50" and model.config.weights is None
+
+
+def test_resume_ends_like_an_uninterrupted_run(runs):
+    straight, resumed = runs["straight"], runs["resumed"]
+    drop_time = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
+    assert drop_time(read_metrics(resumed)) == drop_time(read_metrics(straight))
+    a, b = payload(straight / "last.pt"), payload(resumed / "last.pt")
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    env = json.loads((resumed / "env.json").read_text())
+    assert [r["epoch"] for r in env["resumes"]] == [1]
+
+
+def test_existing_run_needs_resume_and_the_same_config(runs, voc_root):
+    with pytest.raises(FileExistsError, match="resume"):
+        train(tiny(voc_root, runs["straight"]))
+    with pytest.raises(ConfigError, match=r"lr \(run: 0.001, now: 0.01\)"):
+        train(tiny(voc_root, runs["straight"], lr=1e-2, resume=True))
+
+
+def test_heldout_selection_never_trains_on_validation_images(voc_root, tmp_path):
+    config = tiny(voc_root, tmp_path / "run", selection="heldout", epochs=1, heldout_fraction=0.25)
+    full_train, _ = build_datasets(tiny(voc_root, tmp_path))
+    train_ds, val_ds = build_datasets(config)
+    held = {ep.query for ep in (val_ds.episode(i) for i in range(len(val_ds)))}
+    seen = {n for names in train_ds.index.candidates.values() for n in names}
+    seen |= {n for n, _ in train_ds.index.queries}
+    assert held and not held & seen
+    assert set(val_ds.class_ids) <= set(full_train.class_ids)  # training classes only: no test-fold class
+    assert len(val_ds) == 8 and len(train_ds) < len(full_train)
+    assert all(set(val_ds.episode(i).supports) <= seen for i in range(len(val_ds)))
+    summary = train(config)
+    assert summary["selection"] == "heldout" and summary["last"]["epoch"] == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["selection"] == "heldout"
+    with pytest.raises(ValueError, match="keeps at least 2 for training"):
+        heldout_split(_two_per_class(full_train), 0.1, 8)
+
+
+def _two_per_class(dataset):
+    """The training set cut to two images per class."""
+    from hsnetlib.data import EpisodeIndex, FewShotDataset
+
+    index = dataset.index
+    keep = {c: index.candidates[c][:2] for c in index.class_ids}
+    names = {n for v in keep.values() for n in v}
+    queries = [(n, c) for n, c in index.queries if n in names]
+    return FewShotDataset(dataset.config, dataset.layout,
+                          EpisodeIndex(index.class_ids, queries, keep, index.draw_class_first, len(queries)))
+
+
+def test_torchrun_gloo_matches_single_process(runs, voc_root, tmp_path):
+    """2 processes x 2 episodes = the single-process global batch of 4: same weights after one epoch (2 steps)."""
+    run_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "hsnetlib", "train", "--benchmark", "pascal", "--datapath", str(voc_root),
+           "--splits-dir", str(voc_root / "splits"), "--weights", "none", "--img-size", "64", "--bsz", "4",
+           "--niter", "1", "--val-episodes", "8", "--train-episodes", "8", "--device", "cpu", "--no-progress",
+           "--logpath", str(run_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
+    ddp, single = payload(run_dir / "last.pt"), payload(runs["after_epoch0"])
+    for key, value in single["state_dict"].items():
+        torch.testing.assert_close(ddp["state_dict"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    ddp_row, single_row = read_metrics(run_dir)[0], read_metrics(runs["straight"])[0]
+    for key in ("train_loss", "val_loss", "val_miou", "val_fbiou"):
+        assert ddp_row[key] == pytest.approx(single_row[key], rel=1e-4, abs=1e-4), key
