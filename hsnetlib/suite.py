@@ -20,7 +20,7 @@ A grid is a TOML file listing notebook runs, executed in file order::
     parameters = { checkpoint = "{grid_dir}/train-fold{fold}/best.pt" }
 
 Strings in ``name``, ``needs`` and ``parameters`` are formatted with the expanded values and
-``{grid}`` (the grid's name) and ``{grid_dir}`` (RUNS_DIR/grid). Every parameter a run gives
+``{grid}`` (the grid's name) and ``{grid_dir}`` (RUNS_DIR/grid); strings in ``defaults`` with the latter two. Every parameter a run gives
 explicitly must exist in its notebook's cell tagged ``parameters`` (checked with
 ``papermill.inspect_notebook`` before anything runs, together with simple types); ``out_dir`` is
 always injected: the run's folder.
@@ -33,7 +33,8 @@ run does not stop the grid, runs that need it are "blocked". A summary table is 
 and written to RUNS_DIR/<grid>/summary.csv; the exit status is 1 when any run failed or was blocked.
 
 Notebook-side helpers: :func:`notebook_params` (the values of a notebook's parameters, after
-injection), :func:`resolve` (paths relative to the project root) and :func:`write_run_record`.
+injection), :func:`resolve` (paths relative to the project root), :func:`output_dir` and
+:func:`write_run_record`.
 """
 from __future__ import annotations
 
@@ -78,6 +79,13 @@ def resolve(path: str | os.PathLike) -> Path:
     """An absolute path: relative paths are taken from the project root, wherever the kernel runs."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else project_root() / path
+
+
+def output_dir(out_dir: str | os.PathLike) -> Path:
+    """A notebook's run folder (resolved like :func:`resolve`), created if missing."""
+    path = resolve(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def notebook_path(notebook: str, notebooks_dir: str | os.PathLike = NOTEBOOK_DIR) -> Path:
@@ -173,7 +181,7 @@ def load_grid(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> 
         if missing:
             raise GridError(f"{path}: run {run.name!r} needs {missing}, which are not earlier runs of the grid")
         seen.add(run.name)
-    defaults = raw.get("defaults", {})
+    defaults = _format(raw.get("defaults", {}), {"grid": name, "grid_dir": grid_dir.as_posix()})
     declared_by_notebook: dict[str, dict[str, dict[str, Any]]] = {}
     for run in runs:
         if run.notebook not in declared_by_notebook:

@@ -1,0 +1,183 @@
+"""Plotting helpers shared by the notebooks (matplotlib).
+
+* :func:`overlay` / :func:`show_mask`: an image with a mask drawn over it.
+* :func:`plot_episode`: supports with their masks, the query with its ground truth, and predictions
+  side by side (e.g. 1-shot beside 5-shot, as in the paper's Fig. A12).
+* :func:`correlation_slices`: for a query position, the 2D slice of every layer's 4D correlation over
+  the support image, per pyramid level; and the other direction (a support position over the query).
+* :func:`squeezed_views`: what the encoder makes of the hypercorrelation: the squeezed tensor of each
+  level, the mixed tensors and the context map, reduced to 2D maps over the query.
+* :func:`learning_curves`: loss and mIoU per epoch from a training history.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from hsnetlib.data import IMAGENET_MEAN, IMAGENET_STD
+
+FOREGROUND = (1.0, 0.2, 0.2)
+GROUND_TRUTH = (0.2, 1.0, 0.3)
+SUPPORT = (0.2, 0.5, 1.0)
+
+
+def to_image(img: torch.Tensor) -> np.ndarray:
+    """A normalized (3, H, W) tensor -> (H, W, 3) RGB array in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (img.detach().cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def overlay(img: torch.Tensor, mask: torch.Tensor | None, color: Sequence[float] = FOREGROUND,
+            alpha: float = 0.3) -> np.ndarray:
+    """The image with `mask` (H, W; nonzero = on) tinted in `color`."""
+    rgb = to_image(img)
+    if mask is None:
+        return rgb
+    on = mask.detach().cpu().numpy()[: rgb.shape[0], : rgb.shape[1]] > 0.5
+    rgb[on] = (1 - alpha) * rgb[on] + alpha * np.asarray(color)
+    return rgb
+
+
+def show_mask(ax, img: torch.Tensor, mask: torch.Tensor | None, title: str = "",
+              color: Sequence[float] = FOREGROUND) -> None:
+    """The image, lightly tinted where the mask is on, with the mask's outline."""
+    ax.imshow(overlay(img, mask, color))
+    if mask is not None and (mask > 0.5).any() and not (mask > 0.5).all():
+        ax.contour(mask.detach().cpu().numpy() > 0.5, levels=[0.5], colors=[color], linewidths=1.2)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def plot_episode(item: Mapping[str, Any], predictions: Mapping[str, torch.Tensor], title: str = ""):
+    """One row: each support with its mask, the query with ground truth, then each prediction.
+
+    item: a data set item (query_img, query_mask, support_imgs, support_masks, ...) at the input size;
+    predictions: label -> (H, W) binary mask, e.g. {"1-shot": ..., "5-shot": ...}.
+    """
+    supports = item["support_imgs"].shape[0]
+    n = supports + 1 + len(predictions)
+    fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.4), squeeze=False)
+    axes = axes[0]
+    for k in range(supports):
+        show_mask(axes[k], item["support_imgs"][k], item["support_masks"][k], f"support {k + 1}", SUPPORT)
+    show_mask(axes[supports], item["query_img"], item["query_mask"], "query, ground truth", GROUND_TRUTH)
+    for ax, (label, pred) in zip(axes[supports + 1:], predictions.items()):
+        show_mask(ax, item["query_img"], pred, f"prediction, {label}")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _position(fraction: Sequence[float], size: Sequence[int]) -> tuple[int, int]:
+    """(row, col) in a (H, W) grid for a position given as fractions of the height and width."""
+    if not all(0 <= f <= 1 for f in fraction):
+        raise ValueError(f"positions are fractions of the image in [0, 1], got {tuple(fraction)}")
+    return tuple(min(int(f * s), s - 1) for f, s in zip(fraction, size))
+
+
+def correlation_slices(pyramid: Sequence[torch.Tensor], levels: Sequence[int], query_img: torch.Tensor,
+                       support_img: torch.Tensor, query_pos: Sequence[float], support_pos: Sequence[float],
+                       max_layers: int = 6):
+    """Two figures of 2D slices of the hypercorrelation pyramid (deepest level first, as returned by
+    ``HSNet.hypercorrelation``; `levels` their pyramid levels, e.g. (3, 2, 1)) of one episode (batch 0):
+
+    * query -> support: for the query position `query_pos` (fractions (y, x)), C_l(x_q, :) over the
+      support for every layer l of every level (at most `max_layers` per level, evenly spaced);
+    * support -> query: for the support position `support_pos`, C_l(:, x_s) over the query.
+    """
+    figures = []
+    for direction in ("query -> support", "support -> query"):
+        columns = max(min(c.shape[1], max_layers) for c in pyramid) + 1
+        fig, axes = plt.subplots(len(pyramid), columns, figsize=(1.9 * columns, 2.0 * len(pyramid)), squeeze=False)
+        for row, (corr, level) in enumerate(zip(pyramid, levels)):
+            _, layers, hq, wq, hs, ws = corr.shape
+            chosen = np.unique(np.linspace(0, layers - 1, min(layers, max_layers)).round().astype(int))
+            if direction == "query -> support":
+                y, x = _position(query_pos, (hq, wq))
+                image, pos, grid = query_img, (y, x), (hq, wq)
+                planes = corr[0, :, y, x]  # (L, Hs, Ws)
+                other = support_img
+            else:
+                y, x = _position(support_pos, (hs, ws))
+                image, pos, grid = support_img, (y, x), (hs, ws)
+                planes = corr[0, :, :, :, y, x]  # (L, Hq, Wq)
+                other = query_img
+            ax = axes[row, 0]
+            ax.imshow(to_image(image))
+            scale = np.array(image.shape[-2:]) / np.array(grid)
+            ax.plot((pos[1] + 0.5) * scale[1], (pos[0] + 0.5) * scale[0], "r+", markersize=12, markeredgewidth=2)
+            ax.set_title(f"level {level} ({grid[0]}x{grid[1]})", fontsize=8)
+            ax.axis("off")
+            for col in range(1, columns):
+                ax = axes[row, col]
+                ax.axis("off")
+                if col - 1 < len(chosen):
+                    layer = chosen[col - 1]
+                    ax.imshow(to_image(other), extent=(-0.5, planes.shape[-1] - 0.5, planes.shape[-2] - 0.5, -0.5))
+                    ax.imshow(planes[layer].detach().cpu().numpy(), cmap="magma", alpha=0.6, vmin=0)
+                    ax.set_title(f"layer {layer + 1}/{layers}", fontsize=7)
+        fig.suptitle(f"hypercorrelation slices, {direction}", fontsize=9)
+        fig.tight_layout()
+        figures.append(fig)
+    return figures
+
+
+def capture_learner(model, query_img: torch.Tensor, support_img: torch.Tensor, support_mask: torch.Tensor
+                    ) -> dict[str, torch.Tensor]:
+    """Intermediate tensors of the learner for one 1-shot forward pass, by module name:
+    squeezing blocks (encoder_layer4/3/2), mixing blocks (encoder_layer4to3/3to2) and decoder1."""
+    names = [n for n in ("encoder_layer4", "encoder_layer3", "encoder_layer2", "encoder_layer4to3",
+                         "encoder_layer3to2", "decoder1") if hasattr(model.hpn_learner, n)]
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [getattr(model.hpn_learner, n).register_forward_hook(
+        lambda _m, _i, out, n=n: captured.__setitem__(n, out.detach().cpu())) for n in names]
+    try:
+        with torch.no_grad():
+            model.eval()(query_img, support_img, support_mask)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured
+
+
+def squeezed_views(captured: Mapping[str, torch.Tensor], query_img: torch.Tensor, channels: int = 3):
+    """For each captured 4D tensor (B, C, Hq, Wq, He, We): the mean over channels and the squeezed support
+    dims as a map over the query, then `channels` single channels (mean over the support dims);
+    for decoder1 (B, C, H, W): the channel mean and single channels."""
+    fig, axes = plt.subplots(len(captured), channels + 2, figsize=(2.0 * (channels + 2), 2.1 * len(captured)),
+                             squeeze=False)
+    for row, (name, tensor) in enumerate(captured.items()):
+        t = tensor[0]
+        maps = t.mean(dim=(-2, -1)) if t.dim() == 5 else t  # (C, Hq, Wq)
+        shape = "x".join(map(str, t.shape))
+        axes[row, 0].imshow(to_image(query_img))
+        axes[row, 0].set_title(f"{name}\n({shape})", fontsize=7)
+        panels = [("channel mean", maps.mean(0))] + [(f"channel {c}", maps[c]) for c in range(min(channels, len(maps)))]
+        for col, (title, plane) in enumerate(panels, 1):
+            axes[row, col].imshow(plane.numpy(), cmap="viridis")
+            axes[row, col].set_title(title, fontsize=7)
+        for ax in axes[row]:
+            ax.axis("off")
+    fig.suptitle("learner tensors over the query (support dims averaged)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(history: Sequence[Mapping[str, float]], title: str = ""):
+    """Loss and mIoU per epoch (train and validation) from a training history (metrics.csv rows)."""
+    epochs = [row["epoch"] for row in history]
+    fig, (loss_ax, miou_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for split, style in (("train", "--"), ("val", "-")):
+        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], style, marker="o", label=split)
+        miou_ax.plot(epochs, [row[f"{split}_miou"] for row in history], style, marker="o", label=split)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="cross-entropy")
+    miou_ax.set(xlabel="epoch", ylabel="mIoU (%)", title="mIoU")
+    for ax in (loss_ax, miou_ax):
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
