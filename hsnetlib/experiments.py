@@ -251,16 +251,18 @@ def _scores(result: EvalResult) -> dict[str, Any]:
 def evaluate_model(model: nn.Module, data: Data, fold: int, nshot: int, img_size: int, *, study: str = "main",
                    label: str = "HSNet", ignore_label: bool = True, original_size: bool = False,
                    episodes: int | None = None, seed: int = 0, device: str | torch.device | None = None,
-                   baselines: bool = True, checkpoint: str | Path | None = None, progress: bool = True
-                   ) -> tuple[dict[str, Any], EvalResult]:
+                   baselines: bool = True, checkpoint: str | Path | None = None, progress: bool = True,
+                   batch_size: int = 8) -> tuple[dict[str, Any], EvalResult]:
     """Score `model` on the fold's test episodes; returns (the `evaluations` entry, the EvalResult).
 
+    `batch_size` only changes speed (hsnetlib.evaluate scores every episode on its own).
     With `baselines`, all-foreground and all-background predictions are scored on the same episodes
     by the same evaluation (hsnetlib.evaluate and its IoU meter).
     """
     _check_study(study)
     dataset = data.build(fold, "test", nshot, img_size, use_original_imgsize=original_size)
-    run = dict(nshot=nshot, seed=seed, device=device, ignore_label=ignore_label, max_episodes=episodes)
+    run = dict(nshot=nshot, seed=seed, device=device, ignore_label=ignore_label, max_episodes=episodes,
+               batch_size=batch_size)
     result = evaluate(model, dataset, progress=progress, **run)
     entry = {
         "study": study, "label": label, "benchmark": data.benchmark, "dataset": data.dataset,

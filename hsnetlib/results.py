@@ -23,11 +23,12 @@ and writes into ``--out``:
 * ``README.md``: what each file holds, which notebook and grid produce it, and the tables rendered.
 
 Sections of metrics.json read here (written by :mod:`hsnetlib.experiments`):
-``evaluations`` (one dict per scored model: benchmark, dataset, synthetic, fold, nshot,
+``evaluations`` (one dict per scored model: study, label, benchmark, dataset, synthetic, fold, nshot,
 ignore_label, img_size, original_size, episodes, model (HSNetConfig), learnable_params, miou, fbiou,
 ci95, baselines), ``profiles`` (model, img_size, nshot, device, learnable_params, time_ms,
-memory_gb, gflops) and ``trainings`` (model, benchmark, dataset, fold, history: one dict per epoch
-with train_miou / val_miou ...).
+memory_gb, gflops) and ``trainings`` (study, model, benchmark, dataset, fold, history: one dict per
+epoch with train_miou / val_miou ...). The ``study`` ("main" or an ablation) decides which table an
+evaluation fills (:data:`TABLE_STUDIES`): an ablation's reference variant stays in its ablation's table.
 """
 from __future__ import annotations
 
@@ -48,6 +49,19 @@ DEFAULT_VARIANT: dict[str, Any] = {"hypercorrelation": "full", "pyramid": (1, 2,
                                    "block_layers": 3, "support_masking": True, "finetune_backbone": False}
 MODEL_FIELDS = ("backbone", "weights", *DEFAULT_VARIANT)
 GROUP_KEYS = ("dataset", "backbone", "pretrained", "img_size", "original_size", "row_value")
+# Which studies (the `study` of an evaluation, see hsnetlib.experiments) fill each table, and with which
+# row values (None: any). An ablation's reference variant has the default options but was trained with the
+# ablation's budget, so it appears in the ablation's table only.
+TABLE_STUDIES: dict[str, dict[str, tuple[Any, ...] | None]] = {
+    "table1": {"main": None, "support_masking": (False,)},
+    "table2": {"main": None},
+    "table3": {"main": None},
+    "table4": {"kernel": None},
+    "tableA1": {"main": None},
+    "tableA2": {"main": None},
+    "tableA3": {"hypercorrelation": None},
+    "tableA4": {"pyramid": None},
+}
 
 # Which notebook (and grid runs) produce each output.
 SOURCES = {
@@ -106,8 +120,8 @@ def collect(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
     for run, record in read_records(runs_dir):
         for section in rows:
             for entry in record.get(section, []):
-                row = {**_common(run, record), **{k: v for k, v in entry.items() if k != "model"},
-                       **_model_columns(entry.get("model"))}
+                row = {**_common(run, record), "study": "main",
+                       **{k: v for k, v in entry.items() if k != "model"}, **_model_columns(entry.get("model"))}
                 if section == "evaluations":
                     for name, scores in (entry.get("baselines") or {}).items():
                         row[f"{name}_miou"], row[f"{name}_fbiou"] = scores["miou"], scores["fbiou"]
@@ -128,6 +142,9 @@ def _select(evals: pd.DataFrame, table: PaperTable) -> pd.DataFrame:
     if evals.empty:
         return evals
     keep = evals["benchmark"].isin(table.benchmarks)
+    studies = TABLE_STUDIES[table.key]
+    keep &= np.array([study in studies and (studies[study] is None or value in studies[study]) for study, value in
+                      zip(evals["study"], evals[table.row_field] if table.row_field else evals["study"])], dtype=bool)
     for name, default in DEFAULT_VARIANT.items():
         if name != table.row_field:
             keep &= evals[name].apply(lambda v, d=default: v == d)
@@ -282,7 +299,7 @@ def render_markdown(table: PaperTable, frame: pd.DataFrame) -> str:
 
 def baselines_table(evals: pd.DataFrame) -> pd.DataFrame:
     """Model vs. the trivial all-foreground / all-background predictions, per scored evaluation."""
-    columns = ["benchmark", "fold", "nshot", "backbone", "label", "img_size", "episodes", "miou", "fbiou",
+    columns = ["benchmark", "study", "fold", "nshot", "backbone", "label", "img_size", "episodes", "miou", "fbiou",
                "all_foreground_miou", "all_foreground_fbiou", "all_background_miou", "all_background_fbiou",
                "margin_miou", "run"]
     if evals.empty or "all_foreground_miou" not in evals:
@@ -291,7 +308,7 @@ def baselines_table(evals: pd.DataFrame) -> pd.DataFrame:
     rows["benchmark"] = rows["dataset"].map(dataset_label)
     rows["label"] = rows["label"] if "label" in rows else "HSNet"
     rows["margin_miou"] = rows["miou"] - rows[["all_foreground_miou", "all_background_miou"]].max(axis=1)
-    return rows[columns].sort_values(["benchmark", "label", "nshot", "fold"]).reset_index(drop=True)
+    return rows[columns].sort_values(["benchmark", "study", "label", "nshot", "fold"]).reset_index(drop=True)
 
 
 # -- figures ---------------------------------------------------------------------------------------
@@ -344,9 +361,7 @@ def block_layers_figure(evals: pd.DataFrame, path: Path) -> Path | None:
 
     if evals.empty:
         return None
-    others = [k for k in DEFAULT_VARIANT if k != "block_layers"]
-    keep = np.logical_and.reduce([evals[k].apply(lambda v, d=DEFAULT_VARIANT[k]: v == d) for k in others])
-    rows = evals[keep]
+    rows = evals[evals["study"] == "block_layers"]
     if rows.empty or rows["block_layers"].nunique() < 2:
         return None
     groups = list(rows.groupby(["dataset", "backbone", "img_size"], sort=False))
@@ -377,6 +392,7 @@ def finetune_figure(trainings: pd.DataFrame, path: Path) -> Path | None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    trainings = trainings[trainings["study"] == "finetune"] if not trainings.empty else trainings
     if trainings.empty or trainings["finetune_backbone"].nunique() < 2:
         return None
     folds = sorted(trainings["fold"].unique())

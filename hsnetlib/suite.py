@@ -430,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     grid_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(grid_dir / "summary.csv", index=False)
     print(f"\ngrid {grid.name} ({grid.path}): {len(outcomes)} run(s) in {time.perf_counter() - start:.0f}s")
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.0f}"))
+    shown = table.assign(detail=table["detail"].str.slice(0, 90))
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.0f}"))
     bad = table["status"].isin(["failed", "blocked"]).sum()
     if bad:
         print(f"{bad} run(s) failed or blocked; the executed notebooks in {grid_dir} keep the errors")
