@@ -71,7 +71,7 @@ class CenterPivotConv4d(nn.Module):
         pivot_support = x[..., ::s, ::s] if s > 1 else x  # (B, C, Hq, Wq, Hs', Ws')
         out_query = conv_over_query(pivot_support, self.conv1.weight, self.conv1.bias)
         out_support = conv_over_support(x, self.conv2.weight, self.conv2.bias, s)
-        return out_query + out_support  # (B, O, Hq, Wq, Hs', Ws')
+        return out_support + out_query  # (B, O, Hq, Wq, Hs', Ws'), contiguous like out_support
 
 
 class Conv4d(nn.Module):

@@ -134,7 +134,7 @@ class HPNLearner(nn.Module):
             raise ValueError(f"squeezed support grids differ between pyramid levels ({tuple(coarse.shape[-2:])} vs "
                              f"{tuple(fine.shape[-2:])}); use an image size whose feature maps squeeze to the same "
                              "grid (400 px, as published, or e.g. 64, 96, 128, 200, 473)")
-        return getattr(self, self.MIX_NAMES[level])(resize_query_dims(coarse, fine.shape[2:4]) + fine)
+        return getattr(self, self.MIX_NAMES[level])(fine + resize_query_dims(coarse, fine.shape[2:4]))  # fine's layout
 
     def encode(self, hypercorrelation: dict[int, torch.Tensor]) -> torch.Tensor:
         """Hypercorrelation pyramid {p: (B, |L_p|, Hp, Wp, Hp, Wp)} -> context Z (B, 128, H1, W1)."""
