@@ -3,8 +3,8 @@
 For every backbone x kernel it measures, on random 400x400 episodes:
 
 * learnable parameters;
-* 1-shot and 5-shot per-episode inference (``predict_mask``, median of ``--repeats`` after one warm-up), and
-  five separate 1-shot episodes for comparison;
+* 1-shot and 5-shot per-episode inference (``predict_mask``; median, or with ``--stat min`` minimum, of
+  ``--repeats`` runs after one warm-up), and the speed-up of the 5-shot episode over five 1-shot episodes;
 * a 1-shot breakdown: backbone (query and support), correlation (masking, normalisation, 4D correlation) and
   4D learner + decoder;
 * one training step at batch 2 (forward, cross-entropy, backward, Adam step on the learner);
@@ -15,12 +15,14 @@ For every backbone x kernel it measures, on random 400x400 episodes:
   ``extra_mem_*`` is the peak minus what was held just before the run (model, inputs; CPU: resident set);
 * GFLOPs of a 1-shot episode and of its three stages (``torch.utils.flop_counter.FlopCounterMode``, which counts
   matrix products and convolutions; 1 multiply-add = 2 FLOPs);
-* with ``--bf16``: the 1-shot episode under ``torch.autocast(dtype=torch.bfloat16)``, its speed-up, and the
-  agreement of its masks with fp32 (fraction of equal pixels, and the largest logit difference relative to the
-  largest fp32 logit).
+* with ``--bf16``: the 1-shot episode and the learner alone under ``torch.autocast(dtype=torch.bfloat16)``,
+  their speed-ups, and the agreement of the bf16 masks with fp32 (fraction of equal pixels over the episode's
+  five supports, and the largest logit difference relative to the largest fp32 logit).
 
 Random weights (``--weights none``, the default) give the same timings as trained ones; mask agreement is more
 telling with real weights (``--weights imagenet`` / a torchvision file, or ``--checkpoint best_model.pt``).
+The 1-minute load average before and after each configuration is recorded: other processes on the machine
+inflate every time (use ``--stat min`` there).
 
     python benchmarks/bench_model.py --backbones resnet50 resnet101 --kernels center_pivot --csv bench.csv
 """
@@ -87,8 +89,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+STATISTICS = {"median": statistics.median, "min": min}
+STAT = "median"  # set from --stat in main()
+
+
 def median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time in seconds of ``repeats`` calls after one warm-up call."""
+    """Wall time in seconds of ``repeats`` calls after one warm-up call: their median (or minimum, ``--stat min``)."""
     fn()
     sync(device)
     times = []
@@ -97,7 +103,7 @@ def median_time(fn: Callable[[], object], repeats: int, device: torch.device) ->
         fn()
         sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return STATISTICS[STAT](times)
 
 
 # -- the measured operations -------------------------------------------------------------------------------
@@ -163,8 +169,10 @@ def gflops(model: HSNet, ep: Episode) -> dict[str, float]:
 @torch.no_grad()
 def bf16_comparison(model: HSNet, ep: Episode, repeats: int, device: torch.device) -> dict[str, float]:
     query, supports, masks = ep.query[:1], ep.supports[:1, :1], ep.masks[:1, :1]
+    learner = stages(model, ep)["learner"]
     with torch.autocast(device.type, dtype=torch.bfloat16):
         seconds = median_time(lambda: model.predict_mask(query, supports, masks), repeats, device)
+        learner_seconds = median_time(learner, repeats, device)
     agreement, rel_diff = [], []
     for k in range(ep.supports.shape[1]):  # every support of the episode gives one 1-shot comparison
         s, m = ep.supports[:1, k], ep.masks[:1, k]
@@ -173,7 +181,7 @@ def bf16_comparison(model: HSNet, ep: Episode, repeats: int, device: torch.devic
             low = model(query, s, m).float()
         agreement.append((low.argmax(1) == ref.argmax(1)).float().mean().item())
         rel_diff.append(((low - ref).abs().max() / ref.abs().max()).item())
-    return {"bf16_1shot_s": seconds, "bf16_mask_agreement": statistics.mean(agreement),
+    return {"bf16_1shot_s": seconds, "bf16_learner_s": learner_seconds, "bf16_mask_agreement": statistics.mean(agreement),
             "bf16_max_rel_logit_diff": max(rel_diff)}
 
 
@@ -258,7 +266,8 @@ def bench_config(args: argparse.Namespace, backbone: str, kernel: str, device: t
     model = build_model(args, backbone, kernel, device)
     ep1 = make_episode(args.img_size, 1, 5, device)
     row: dict[str, object] = {"backbone": backbone, "kernel": kernel, "img_size": args.img_size,
-                              "learnable_params": model.num_learnable_parameters()}
+                              "learnable_params": model.num_learnable_parameters(), "time_stat": args.stat,
+                              "load_avg_before": os.getloadavg()[0]}
     with torch.no_grad():
         row["1shot_s"] = median_time(lambda: one_shot(model, ep1), args.repeats, device)
         row["5shot_s"] = median_time(lambda: five_shot(model, ep1), args.repeats, device)
@@ -274,6 +283,8 @@ def bench_config(args: argparse.Namespace, backbone: str, kernel: str, device: t
     if args.bf16:
         row.update(bf16_comparison(model, ep1, args.repeats, device))
         row["bf16_speedup"] = row["1shot_s"] / row["bf16_1shot_s"]
+        row["bf16_learner_speedup"] = row["learner_s"] / row["bf16_learner_s"]
+    row["load_avg_after"] = os.getloadavg()[0]
     return row
 
 
@@ -285,7 +296,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kernels", nargs="+", default=["center_pivot"], choices=KERNELS,
                         help="4D kernels to measure; 'original' at 400 px takes minutes per episode on a CPU")
     parser.add_argument("--img-size", type=int, default=400)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement")
+    parser.add_argument("--stat", choices=sorted(STATISTICS), default="median",
+                        help="statistic of the timed runs to report; 'min' is the robust choice on a busy machine")
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast and its mask agreement")
     parser.add_argument("--weights", default="none", help="backbone weights: none (default), imagenet or a file")
     parser.add_argument("--checkpoint", default=None, help="an official best_model.pt (sets the backbone weights "
@@ -298,7 +311,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame | None:
+    global STAT
     args = parse_args(argv)
+    STAT = args.stat
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_probe:
@@ -310,7 +325,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
         raise SystemExit("--checkpoint holds a center-pivot learner: use --kernels center_pivot")
     device = pick_device(args.device)
     info = env_info(device)
-    print(json.dumps(info | {"load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}), flush=True)
+    print(json.dumps(info | {"load_average": os.getloadavg()}), flush=True)
     rows = []
     for backbone in args.backbones:
         for kernel in args.kernels:
