@@ -174,10 +174,12 @@ class DistInfo:
         return self.rank == 0
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum over ranks (in place; identity in a single process)."""
-        if self.initialized:
-            torch_dist.all_reduce(tensor)
-        return tensor
+        """Sum over ranks, returned on the CPU (through this rank's device: NCCL reduces CUDA tensors only)."""
+        if not self.initialized:
+            return tensor
+        on_device = tensor.to(self.device)
+        torch_dist.all_reduce(on_device)
+        return on_device.cpu()
 
     def barrier(self) -> None:
         if self.initialized:
@@ -381,6 +383,18 @@ class Scores:
         return EpochStats(float(totals[0] / max(totals[1], 1)), self.meter.miou, self.meter.fbiou)
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+               batch: dict[str, Any], device: torch.device, amp: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on a batch of episodes: the mean episode loss, backward, Adam (through the
+    GradScaler, a no-op unless amp="fp16"). Returns the per-episode losses and predictions."""
+    loss, pred = forward_episodes(model, batch, device, amp)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss.mean()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), pred
+
+
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     loader: DataLoader, class_ids: list[int], dist: DistInfo, amp: str, desc: str,
                     progress: bool) -> EpochStats:
@@ -389,11 +403,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: 
     scores = Scores(class_ids)
     bar = tqdm(loader, desc=desc, disable=not (progress and dist.main), leave=False, dynamic_ncols=True)
     for batch in bar:
-        loss, pred = forward_episodes(model, batch, dist.device, amp)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss.mean()).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        loss, pred = train_step(model, optimizer, scaler, batch, dist.device, amp)
         scores.update(loss, pred, batch)
         bar.set_postfix(scores.running)
     return scores.reduce(dist)
@@ -538,9 +548,11 @@ class MetricsLog:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train HSNet episodically as ``config`` says; returns a summary of the run.
 
-    Summary keys: run_dir, selection, epochs (completed), best_epoch, best_val_miou, last (the last
-    metrics row), history (all rows), best_checkpoint, last_checkpoint. Raises ConfigError for an
-    invalid option combination, FileNotFoundError / ValueError for missing or malformed inputs.
+    Summary keys: run_dir, selection, epochs (the configured number), best_epoch, best_val_miou,
+    last (the last metrics.csv row), history (all rows), best_checkpoint, last_checkpoint; under
+    torchrun, ranks other than 0 get history [] and last None. Raises ConfigError for an invalid
+    option combination, FileExistsError for a run directory that already holds a run (without
+    ``resume``), FileNotFoundError / ValueError for missing or malformed data and checkpoints.
     """
     dist = setup_distributed(config.device)
     try:

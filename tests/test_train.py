@@ -6,6 +6,7 @@ and 8 validation episodes per epoch, global batch 4).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -157,6 +158,19 @@ def test_run_directory_and_best_checkpoint(runs):
     assert model.config.backbone == "resnet50" and model.config.weights is None
 
 
+def test_best_checkpoint_follows_validation_miou(voc_root, tmp_path, monkeypatch):
+    """Validation mIoU scripted to 10, 30, 20 (the rest of validation runs for real): best.pt is epoch 1's."""
+    import hsnetlib.train as engine
+
+    scripted, real = iter([10.0, 30.0, 20.0]), engine.validate
+    monkeypatch.setattr(engine, "validate", lambda *a, **k: dataclasses.replace(real(*a, **k), miou=next(scripted)))
+    run = tmp_path / "run"
+    summary = train(tiny(voc_root, run, epochs=3, train_episodes_per_epoch=4, val_episodes=4))
+    assert [r["val_miou"] for r in read_metrics(run)] == [10.0, 30.0, 20.0]
+    assert (summary["best_epoch"], summary["best_val_miou"]) == (1, 30.0)
+    assert payload(run / "best.pt")["epoch"] == 1 and payload(run / "last.pt")["best_epoch"] == 1
+
+
 def test_resume_ends_like_an_uninterrupted_run(runs):
     straight, resumed = runs["straight"], runs["resumed"]
     drop_time = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
@@ -219,9 +233,13 @@ def test_torchrun_gloo_matches_single_process(runs, voc_root, tmp_path):
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
-    ddp, single = payload(run_dir / "last.pt"), payload(runs["after_epoch0"])
-    for key, value in single["state_dict"].items():
-        torch.testing.assert_close(ddp["state_dict"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    ddp, single = payload(run_dir / "last.pt")["state_dict"], payload(runs["after_epoch0"])["state_dict"]
+    diff = torch.cat([(ddp[k].float() - v.float()).abs().flatten() for k, v in single.items()])
+    # Summation order differs between 1 and 2 processes. Adam turns the resulting float noise of a
+    # gradient element near zero (|g| ~ eps) into an update difference of a fraction of lr: bound every
+    # weight by 0.1 lr per step, and all but a handful by 1e-6 (a wrong batch split moves nearly all by ~lr).
+    assert diff.max() < 0.1 * 1e-3 * 2
+    assert (diff > 1e-6).float().mean() < 1e-4
     ddp_row, single_row = read_metrics(run_dir)[0], read_metrics(runs["straight"])[0]
     for key in ("train_loss", "val_loss", "val_miou", "val_fbiou"):
         assert ddp_row[key] == pytest.approx(single_row[key], rel=1e-4, abs=1e-4), key
