@@ -106,7 +106,7 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
 
 def _add_test(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("test", help="evaluate a checkpoint on a benchmark fold's test episodes",
-                       description="Evaluate a checkpoint: fold mIoU, FB-IoU and a bootstrap 95%% interval, "
+                       description="Evaluate a checkpoint: fold mIoU, FB-IoU and a bootstrap 95% interval, "
                                    "per-class and per-episode CSV files.")
     _add_eval_options(p)
     p.add_argument("--benchmark", choices=BENCHMARKS, default="pascal", help="benchmark (default: pascal)")

@@ -11,8 +11,12 @@ Choices the spec leaves open, made here:
   query mask is used as the data set gives it (boundary = background). The mIoU of the training and
   validation meters does ignore them, as the published evaluation does.
 * K-shot training (``shot > 1``): one 1-shot loss per support, summed. The K (query, support) pairs
-  go through the model as one batch of K x B, so memory grows like the batch size. Predictions for
-  the training/validation mIoU use the K-shot vote of :func:`hsnetlib.model.vote`.
+  go through the model as one batch of K x B, so memory grows like the batch size. Validation
+  episodes have the same K. Predictions for the training/validation mIoU use the K-shot vote of
+  :func:`hsnetlib.model.vote`, as :meth:`HSNet.predict_mask` does.
+* Validation runs in the trainer's own loop (it also gives the validation loss, and splits the
+  episodes over the ranks): :class:`hsnetlib.metrics.IoUMeter` sums, so its mIoU / FB-IoU are those
+  :func:`hsnetlib.evaluate.evaluate` reports for the same episodes at the input size.
 * Validation ("selection"): ``"test_fold"`` (published) scores the split "val" -- on PASCAL-5i and
   COCO-20i the fold's 1,000 test episodes (seed 0), on FSS-1000 the separate val classes, as the
   authors' training does. ``"heldout"`` is leak-free: a fixed ``heldout_fraction`` of each training
@@ -263,7 +267,8 @@ def heldout_split(train_ds: FewShotDataset, fraction: float, n_episodes: int) ->
     Returns (training episodes without the held-out images, neither as query nor as support;
     ``n_episodes`` fixed validation episodes whose queries are the held-out images, in an order
     shuffled once so that every class is met early, and whose supports are the class's training
-    images). The validation set keeps the training data set's config with split "val" and seed 0.
+    images). The validation set keeps the training data set's config with split "val" and seed 0,
+    so its ``with_episodes()`` would rebuild the fold's val split, not these held-out episodes.
     """
     index = train_ds.index
     names = {c: list(dict.fromkeys(index.candidates[c])) for c in index.class_ids}
