@@ -99,6 +99,28 @@ def test_kshot_loss_is_the_sum_of_one_shot_losses_and_prediction_votes(voc_root,
     assert torch.equal(pred, voted)
 
 
+def test_validation_scores_are_those_of_evaluate(voc_root, tmp_path):
+    """The trainer's validation loop (batched, K-shot vote) and hsnetlib.evaluate agree on the same episodes."""
+    from hsnetlib.data import FewShotDataset
+    from hsnetlib.evaluate import evaluate
+    from hsnetlib.train import validate
+
+    config = tiny(voc_root, tmp_path, shot=2)
+    _, val_ds = build_datasets(config)
+    n = len(val_ds.index.queries)  # one pass over the val list: every class has episodes
+    val_ds = FewShotDataset(val_ds.config, val_ds.layout, dataclasses.replace(val_ds.index, n_episodes=n))
+    model = build_model(config, torch.device("cpu"))
+    with torch.no_grad():  # shift the foreground logit so that about half the pixels are foreground
+        batch = next(iter(DataLoader(val_ds, batch_size=8)))
+        logits = model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0])
+        model.hpn_learner.decoder2[-1].bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+    ours = validate(model, DataLoader(val_ds, batch_size=4), val_ds.class_ids, DistInfo(), "none", "val", False)
+    reference = evaluate(model, val_ds, batch_size=3, progress=False)
+    assert 0 < ours.miou < 100
+    assert ours.miou == pytest.approx(reference.miou, abs=1e-6)
+    assert ours.fbiou == pytest.approx(reference.fbiou, abs=1e-6)
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_is_refused_on_cpu(voc_root, tmp_path, amp):
     with pytest.raises(ConfigError, match=f"amp='{amp}' needs a CUDA device"):
