@@ -22,7 +22,8 @@ For every backbone x kernel it measures, on random 400x400 episodes:
 Random weights (``--weights none``, the default) give the same timings as trained ones; mask agreement is more
 telling with real weights (``--weights imagenet`` / a torchvision file, or ``--checkpoint best_model.pt``).
 The 1-minute load average before and after each configuration is recorded: other processes on the machine
-inflate every time (use ``--stat min`` there).
+inflate every wall time (``--stat min`` helps; ``--threads 1 --clock cpu`` measures one core's CPU time,
+which other jobs barely change).
 
     python benchmarks/bench_model.py --backbones resnet50 resnet101 --kernels center_pivot --csv bench.csv
 """
@@ -90,19 +91,21 @@ def sync(device: torch.device) -> None:
 
 
 STATISTICS = {"median": statistics.median, "min": min}
-STAT = "median"  # set from --stat in main()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+STAT, CLOCK = "median", "wall"  # set from --stat and --clock in main()
 
 
 def median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Wall time in seconds of ``repeats`` calls after one warm-up call: their median (or minimum, ``--stat min``)."""
+    """Seconds of ``repeats`` calls after one warm-up call: their median (``--stat``) of wall time (``--clock``)."""
+    clock = CLOCKS[CLOCK]
     fn()
     sync(device)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return STATISTICS[STAT](times)
 
 
@@ -266,7 +269,7 @@ def bench_config(args: argparse.Namespace, backbone: str, kernel: str, device: t
     model = build_model(args, backbone, kernel, device)
     ep1 = make_episode(args.img_size, 1, 5, device)
     row: dict[str, object] = {"backbone": backbone, "kernel": kernel, "img_size": args.img_size,
-                              "learnable_params": model.num_learnable_parameters(), "time_stat": args.stat,
+                              "learnable_params": model.num_learnable_parameters(), "time": f"{args.stat} {args.clock}",
                               "load_avg_before": os.getloadavg()[0]}
     with torch.no_grad():
         row["1shot_s"] = median_time(lambda: one_shot(model, ep1), args.repeats, device)
@@ -299,6 +302,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement")
     parser.add_argument("--stat", choices=sorted(STATISTICS), default="median",
                         help="statistic of the timed runs to report; 'min' is the robust choice on a busy machine")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="'cpu' = this process's CPU time: with --threads 1 on a CPU, a stand-in for an idle "
+                             "core's wall time when other jobs share the machine")
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast and its mask agreement")
     parser.add_argument("--weights", default="none", help="backbone weights: none (default), imagenet or a file")
     parser.add_argument("--checkpoint", default=None, help="an official best_model.pt (sets the backbone weights "
@@ -311,9 +317,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame | None:
-    global STAT
+    global STAT, CLOCK
     args = parse_args(argv)
-    STAT = args.stat
+    STAT, CLOCK = args.stat, args.clock
+    if args.clock == "cpu" and (pick_device(args.device).type == "cuda" or args.threads != 1):
+        raise SystemExit("--clock cpu measures one CPU thread: use it with --device cpu --threads 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_probe:
