@@ -35,7 +35,7 @@ from hsnetlib.train import TrainConfig, train
 # small enough to write in seconds, large enough for the demo (per class: PASCAL-style training and
 # validation images; FSS-style images).
 SYNTHETIC = {
-    "pascal": dict(images_per_class=12, val_images_per_class=8, size=128),
+    "pascal": dict(images_per_class=40, val_images_per_class=12, size=128),
     "fss": dict(n_classes=20, images_per_class=10, size=128),
 }
 STUDIES = ("main", "hypercorrelation", "pyramid", "kernel", "block_layers", "finetune", "support_masking")
@@ -90,7 +90,8 @@ def _synthetic_layouts(root: Path) -> dict[str, Any]:
 
 
 def prepare_data(benchmark: str, data_root: str, synthetic_data: bool) -> Data:
-    """The data of `benchmark` under `data_root`; with `synthetic_data`, generate it there if missing.
+    """The data of `benchmark` under `data_root`; with `synthetic_data`, generate it there if missing (or
+    written with other settings than :data:`SYNTHETIC`).
 
     Real data is never generated: a missing real benchmark is an error from the loader naming the path
     (README "Data sets"), and a root that holds the synthetic benchmark cannot be used as real data.
@@ -100,7 +101,9 @@ def prepare_data(benchmark: str, data_root: str, synthetic_data: bool) -> Data:
     if synthetic_data:
         if benchmark not in SYNTHETIC:
             raise ValueError(f"there is no synthetic {benchmark!r} benchmark; choose one of {sorted(SYNTHETIC)}")
-        if benchmark not in layouts:
+        written = layouts.get(benchmark, {})
+        wanted = SYNTHETIC[benchmark]
+        if written.get("seed") != 0 or any(written.get("params", {}).get(k) != v for k, v in wanted.items()):
             print(f"generating the synthetic {benchmark} benchmark under {root} ...")
             synthetic.generate(root, layout=benchmark, seed=0, **SYNTHETIC[benchmark])
     elif benchmark in layouts:

@@ -17,7 +17,7 @@ and writes into ``--out``:
   mIoU / FB-IoU next to all-foreground and all-background predictions scored on the same episodes
   with the same meter, and the margin over the better baseline.
 * ``fig6.png``, ``fig7.png``: the hypercorrelation and pyramid ablations (Tables A3 / A4) as bars,
-  the paper's panel apart from ours; ``fig9.png``: mIoU and model size vs. 4D layers per block;
+  the paper's panel apart from ours (one panel per data set, backbone and image size); ``fig9.png``: mIoU and model size vs. 4D layers per block;
   ``fig10.png``: training / validation mIoU per epoch, frozen vs. fine-tuned backbone, per fold.
   A figure without any run is not drawn (README says "no run").
 * ``README.md``: what each file holds, which notebook and grid produce it, and the tables rendered.
@@ -237,7 +237,7 @@ def build_table(table: PaperTable, evals: pd.DataFrame, profiles: pd.DataFrame) 
     frame["_order"] = [order.get((d, b, repr(v)), len(order)) for d, b, v in
                        zip(frame["dataset"], frame["backbone"], frame["row_value"])]
     frame = frame.sort_values(["_synthetic", "dataset", "_order", "backbone", "img_size"], kind="stable")
-    return frame.drop(columns=["_synthetic", "_order", "dataset", "row_value"]).reset_index(drop=True)
+    return frame.drop(columns=["_synthetic", "_order", "row_value"]).reset_index(drop=True)
 
 
 def _line(table: PaperTable, info: dict[str, Any], benchmark: str, paper, values: dict[str, float],
@@ -319,8 +319,9 @@ def _bars(ax, data: dict[str, list[float]], columns: list[str], title: str) -> N
         ax.bar(x + (i - (len(data) - 1) / 2) * width, values, width, label=label)
     ax.set_xticks(x, [COLUMN_LABELS[c] for c in columns])
     ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(data), frameon=False)
 
 
 def ablation_figure(table: PaperTable, frame: pd.DataFrame, path: Path) -> Path | None:
@@ -334,17 +335,18 @@ def ablation_figure(table: PaperTable, frame: pd.DataFrame, path: Path) -> Path 
         return None
     sources = [("paper: " + ", ".join(sorted({f"{BENCHMARK_LABELS[r.benchmark]} {r.backbone}" for r in table.rows})),
                 None)]
-    sources += [(f"ours: {b} {bb} {img}px", g) for (b, bb, img), g in
-                ours.groupby(["benchmark", "backbone", "img_size"], sort=False)]
+    sources += [(f"ours: {d}, {bb}, {img}px", g) for (d, bb, img), g in
+                ours.groupby(["dataset", "backbone", "img_size"], sort=False)]
     columns = list(table.columns)
-    fig, axes = plt.subplots(len(sources), len(table.shots), figsize=(5 * len(table.shots), 3.2 * len(sources)),
+    fig, axes = plt.subplots(len(sources), len(table.shots), figsize=(5.5 * len(table.shots), 3.6 * len(sources)),
                              squeeze=False)
     for r, (title, group) in enumerate(sources):
         for c, shot in enumerate(table.shots):
             if group is None:
                 data = {row.label: [row.values.get((shot, col)) or np.nan for col in columns] for row in table.rows}
             else:
-                data = {m: [g[f"{shot}shot_{col}"].iloc[0] for col in columns] for m, g in group.groupby("method", sort=False)}
+                data = {m.replace(" (random-init backbone)", ""): [g[f"{shot}shot_{col}"].iloc[0] for col in columns]
+                        for m, g in group.groupby("method", sort=False)}
             _bars(axes[r, c], data, columns, f"{title}, {shot}-shot")
     fig.suptitle(table.title, fontsize=10)
     fig.tight_layout()
@@ -377,7 +379,7 @@ def block_layers_figure(evals: pd.DataFrame, path: Path) -> Path | None:
         twin = ax.twinx()
         twin.bar(size.index, size.values, alpha=0.2, color="grey", label="learnable params (M)")
         twin.set_ylabel("learnable params (M)")
-        ax.set_title(f"{dataset_label(dataset)}, {backbone}, {img}px", fontsize=8)
+        ax.set_title(f"{dataset}, {backbone}, {img}px", fontsize=8)
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("Figure 9: layers per building block (the paper gives no numbers)", fontsize=10)
     fig.tight_layout()
@@ -404,7 +406,7 @@ def finetune_figure(trainings: pd.DataFrame, path: Path) -> Path | None:
             color = "tab:red" if t["finetune_backbone"] else "tab:blue"
             ax.plot(history["epoch"], history["train_miou"], color=color, linestyle="--", label=f"{name} train")
             ax.plot(history["epoch"], history["val_miou"], color=color, label=f"{name} val")
-        ax.set_title(f"{dataset_label(trainings['dataset'].iloc[0])}\nfold {fold}", fontsize=8)
+        ax.set_title(f"{trainings['dataset'].iloc[0]}, fold {fold}", fontsize=8)
         ax.set_xlabel("epoch")
         ax.set_ylabel("mIoU (%)")
         ax.legend(fontsize=7)
@@ -506,7 +508,7 @@ def readme(runs_dir: str | Path, data: dict[str, pd.DataFrame], written: dict[st
         "",
         "## Table columns",
         "",
-        "* `benchmark`, `backbone`, `method` (the paper's row), `img_size`, `original_size` (scored at the "
+        "* `benchmark` (with `dataset`, its short name), `backbone`, `method` (the paper's row), `img_size`, `original_size` (scored at the "
         "original image size), `episodes` (per fold and shot), `runs` (run folders used).",
         "* `status`: `complete`, `no run` (nothing behind the line), or `no run for ...` listing the empty cells.",
         "* `compared_with_paper`: false for synthetic data, randomly initialised backbones, or lines the paper "
