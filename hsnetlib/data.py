@@ -518,18 +518,27 @@ class FewShotDataset(Dataset):
         return F.pad(tensor, (0, s - tensor.shape[-1], 0, s - tensor.shape[-2]))
 
     def _image_tensor(self, image: Image.Image, hw: tuple[int, int]) -> torch.Tensor:
-        resized = TF.resize(image, list(hw), interpolation=InterpolationMode.BILINEAR)
-        tensor = TF.normalize(TF.to_tensor(resized), IMAGENET_MEAN, IMAGENET_STD)  # (3, h, w)
-        return self._pad(tensor)
+        return self._pad(image_to_tensor(image, hw))
 
     def _mask_tensor(self, mask: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
-        tensor = torch.from_numpy(mask.astype(np.float32))[None, None]  # (1, 1, H0, W0)
-        return self._pad(F.interpolate(tensor, size=hw, mode="nearest")[0, 0])
+        return self._pad(mask_to_tensor(mask, hw))
 
     def _query_label(self, mask: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
         if self.config.use_original_imgsize:
             return torch.from_numpy(mask.astype(np.float32))
         return self._mask_tensor(mask, hw)
+
+
+def image_to_tensor(image: Image.Image, hw: tuple[int, int]) -> torch.Tensor:
+    """The published input transform: PIL RGB -> Resize(hw) bilinear -> tensor -> ImageNet normalisation (3, h, w)."""
+    resized = TF.resize(image, list(hw), interpolation=InterpolationMode.BILINEAR)
+    return TF.normalize(TF.to_tensor(resized), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def mask_to_tensor(mask: np.ndarray, hw: tuple[int, int]) -> torch.Tensor:
+    """A (H0, W0) mask -> float (h, w), nearest-neighbour resize on a float tensor, as the spec says."""
+    tensor = torch.from_numpy(mask.astype(np.float32))[None, None]  # (1, 1, H0, W0)
+    return F.interpolate(tensor, size=tuple(hw), mode="nearest")[0, 0]
 
 
 def _layout(config: DatasetConfig) -> Layout:

@@ -13,7 +13,7 @@ Every ablation of Sec. 5.2 is a constructor option of :class:`HSNet` with the pa
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 

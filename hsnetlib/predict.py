@@ -19,11 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 from tqdm.auto import tqdm
 
-from hsnetlib.data import IMAGENET_MEAN, IMAGENET_STD, read_grey_mask, read_rgb
+from hsnetlib.data import IMAGENET_MEAN, IMAGENET_STD, image_to_tensor, mask_to_tensor, read_grey_mask, read_rgb
 from hsnetlib.model import FORMAT, HSNet
 from hsnetlib.utils import pick_device
 
@@ -50,18 +48,6 @@ def load_model(path: str | os.PathLike, backbone: str | None = None, map_locatio
     return model
 
 
-def image_tensor(image: Image.Image, img_size: int) -> torch.Tensor:
-    """The datasets' input transform: (3, s, s) float, ImageNet-normalised."""
-    resized = TF.resize(image, [img_size, img_size], interpolation=InterpolationMode.BILINEAR)
-    return TF.normalize(TF.to_tensor(resized), IMAGENET_MEAN, IMAGENET_STD)
-
-
-def mask_tensor(mask: np.ndarray, img_size: int) -> torch.Tensor:
-    """(H0, W0) bool -> (s, s) float {0, 1}, nearest-neighbour, as the datasets resize masks."""
-    tensor = torch.from_numpy(mask.astype(np.float32))[None, None]
-    return F.interpolate(tensor, size=(img_size, img_size), mode="nearest")[0, 0]
-
-
 def read_support(image_path: str | os.PathLike, mask_path: str | os.PathLike,
                  img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A support pair as model inputs: image (3, s, s) and mask (s, s)."""
@@ -73,7 +59,8 @@ def read_support(image_path: str | os.PathLike, mask_path: str | os.PathLike,
     if not mask.any():
         raise ValueError(f"support mask {mask_path} has no foreground pixel (foreground is grey >= 128, "
                          "e.g. a 0/255 PNG)")
-    return image_tensor(image, img_size), mask_tensor(mask, img_size)
+    size = (img_size, img_size)
+    return image_to_tensor(image, size), mask_to_tensor(mask, size)
 
 
 def overlay(image: Image.Image, mask: np.ndarray, colour: tuple[int, int, int] = OVERLAY_COLOUR,
@@ -132,7 +119,7 @@ def predict(model: HSNet, supports: Sequence[tuple[str | os.PathLike, str | os.P
     records = []
     for query_path, stem in tqdm(list(zip(queries, stems)), desc="predict", disable=not progress):
         image = read_rgb(Path(query_path))
-        query = image_tensor(image, img_size)[None].to(device)  # (1, 3, s, s)
+        query = image_to_tensor(image, (img_size, img_size))[None].to(device)  # (1, 3, s, s)
         with torch.inference_mode():
             mask = model.predict_mask(query, support_imgs, support_masks, original_size=(image.height, image.width))
         mask = mask[0].cpu().numpy().astype(bool)  # (H0, W0)
