@@ -207,7 +207,8 @@ def train_model(data: Data, fold: int, run_dir: str | Path, settings: TrainSetti
     if not resume:
         _clear(run_dir)
     config = TrainConfig(
-        benchmark=data.benchmark, datapath=str(data.root), splits_dir=None if data.splits_dir is None else str(data.splits_dir),
+        benchmark=data.benchmark, datapath=str(data.root),
+        splits_dir=None if data.splits_dir is None else str(data.splits_dir),
         fold=fold, backbone=settings.backbone, weights=settings.weights, shot=settings.shot,
         img_size=settings.img_size, bsz=settings.bsz, lr=settings.lr, backbone_lr=settings.backbone_lr,
         epochs=settings.epochs, seed=settings.seed,
@@ -305,7 +306,8 @@ def run_variants(data: Data, fold: int, out_dir: str | Path, study: str, variant
         model = HSNet.load(summary["best_checkpoint"])
         for shot in shots:
             entry, _ = evaluate_model(model, data, fold, shot, settings.img_size, study=study, label=label,
-                                      ignore_label=ignore_label, episodes=eval_episodes, device=settings.device, baselines=baselines,
+                                      ignore_label=ignore_label, episodes=eval_episodes, device=settings.device,
+                                      baselines=baselines,
                                       checkpoint=summary["best_checkpoint"], progress=settings.progress)
             records["evaluations"].append(entry)
         records["checkpoints"][label] = summary["best_checkpoint"]

@@ -17,9 +17,9 @@ and writes into ``--out``:
   mIoU / FB-IoU next to all-foreground and all-background predictions scored on the same episodes
   with the same meter, and the margin over the better baseline.
 * ``fig6.png``, ``fig7.png``: the hypercorrelation and pyramid ablations (Tables A3 / A4) as bars,
-  the paper's panel apart from ours (one panel per data set, backbone and image size); ``fig9.png``: mIoU and model size vs. 4D layers per block;
-  ``fig10.png``: training / validation mIoU per epoch, frozen vs. fine-tuned backbone, per fold.
-  A figure without any run is not drawn (README says "no run").
+  the paper's panel apart from ours (one panel per data set, backbone and image size);
+  ``fig9.png``: mIoU and model size vs. 4D layers per block; ``fig10.png``: training / validation
+  mIoU per epoch, frozen vs. fine-tuned backbone, per fold. A figure without any run is not drawn (README says "no run").
 * ``README.md``: what each file holds, which notebook and grid produce it, and the tables rendered.
 
 Sections of metrics.json read here (written by :mod:`hsnetlib.experiments`):
@@ -517,8 +517,9 @@ def readme(runs_dir: str | Path, data: dict[str, pd.DataFrame], written: dict[st
         "",
         "## Table columns",
         "",
-        "* `benchmark` (with `dataset`, its short name), `backbone`, `method` (the paper's row), `img_size`, `original_size` (scored at the "
-        "original image size), `episodes` (per fold and shot), `runs` (run folders used).",
+        "* `benchmark` (with `dataset`, its short name), `backbone`, `method` (the paper's row), `img_size`, "
+        "`original_size` (scored at the original image size), `episodes` (per fold and shot), `runs` (run "
+        "folders used).",
         "* `status`: `complete`, `no run` (nothing behind the line), or `no run for ...` listing the empty cells.",
         "* `compared_with_paper`: false for synthetic data, randomly initialised backbones, or lines the paper "
         "does not have; their `_paper` and `_diff` columns are empty.",

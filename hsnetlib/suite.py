@@ -20,10 +20,10 @@ A grid is a TOML file listing notebook runs, executed in file order::
     parameters = { checkpoint = "{grid_dir}/train-fold{fold}/best.pt" }
 
 Strings in ``name``, ``needs`` and ``parameters`` are formatted with the expanded values and
-``{grid}`` (the grid's name) and ``{grid_dir}`` (RUNS_DIR/grid); strings in ``defaults`` with the latter two. Every parameter a run gives
-explicitly must exist in its notebook's cell tagged ``parameters`` (checked with
-``papermill.inspect_notebook`` before anything runs, together with simple types); ``out_dir`` is
-always injected: the run's folder.
+``{grid}`` (the grid's name) and ``{grid_dir}`` (RUNS_DIR/grid); strings in ``defaults`` with the
+latter two. Every parameter a run gives explicitly must exist in its notebook's cell tagged
+``parameters`` (checked with ``papermill.inspect_notebook`` before anything runs, together with simple
+types); ``out_dir`` is always injected: the run's folder.
 
 Each run executes with papermill (kernel ``hsnet``, working directory = the project root) into
 RUNS_DIR/<grid>/<run>/: the executed notebook (which keeps the error of a failed cell), log.txt
@@ -267,9 +267,9 @@ def execute(run: Run, grid_dir: Path) -> Outcome:
     with open(out_dir / "log.txt", "w") as log:
         try:
             papermill.execute_notebook(
-                str(notebook_path(run.notebook, run.notebooks_dir)), str(out_dir / run.notebook), parameters=run.parameters,
-                kernel_name=KERNEL_NAME, cwd=str(project_root()), progress_bar=False, log_output=False,
-                stdout_file=log, stderr_file=log,
+                str(notebook_path(run.notebook, run.notebooks_dir)), str(out_dir / run.notebook),
+                parameters=run.parameters, kernel_name=KERNEL_NAME, cwd=str(project_root()), progress_bar=False,
+                log_output=False, stdout_file=log, stderr_file=log,
             )
         except papermill.PapermillExecutionError as err:
             error = f"{err.ename}: {err.evalue}".strip()

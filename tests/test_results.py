@@ -52,7 +52,8 @@ def test_missing_cells_are_none_and_listed():
 # -- aggregation ---------------------------------------------------------------------------------
 def _eval(fold, nshot, miou, model=R101, benchmark="pascal", dataset="pascal", ignore_label=True, study="main",
           **extra):
-    return {"study": study, "benchmark": benchmark, "dataset": dataset, "synthetic": dataset.startswith("synthetic"), "fold": fold,
+    return {"study": study, "benchmark": benchmark, "dataset": dataset, "synthetic": dataset.startswith("synthetic"),
+            "fold": fold,
             "nshot": nshot, "ignore_label": ignore_label, "img_size": 400, "original_size": False, "episodes": 1000,
             "model": model, "learnable_params": 2_587_394, "miou": miou, "fbiou": miou + 10, "ci95": [miou - 1, miou + 1],
             **extra}
@@ -77,7 +78,8 @@ def runs(tmp_path):
                                   for f in range(4)])
     hist = lambda d: [{"epoch": e, "train_miou": 10.0 * e, "val_miou": 10.0 * e - d} for e in range(3)]
     rec("demo/finetune", trainings=[
-        {"study": "finetune", "model": {**synth, "finetune_backbone": ft}, "benchmark": "pascal", "dataset": "synthetic-pascal", "fold": 0,
+        {"study": "finetune", "model": {**synth, "finetune_backbone": ft}, "benchmark": "pascal",
+         "dataset": "synthetic-pascal", "fold": 0,
          "history": hist(5 * ft)} for ft in (False, True)])
     # a metrics.json that is not a suite record (e.g. EvalResult.save) is ignored
     (runs / "g" / "eval-1shot" / "eval").mkdir()
