@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL := hsnet
 
-.PHONY: setup test test-fast demo grid results bench clean-runs
+.PHONY: setup test demo results bench
 
 setup: $(BIN)/activate
 	$(BIN)/pip install -e ".[dev]"
@@ -22,3 +22,6 @@ demo:
 
 bench:
 	$(BIN)/python benchmarks/bench_model.py
+
+results:
+	$(BIN)/python -m hsnetlib.results --runs runs --out results
