@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL := hsnet
 
-.PHONY: setup test demo results bench
+.PHONY: setup test demo demo-ablations results bench
 
 setup: $(BIN)/activate
 	$(BIN)/pip install -e ".[dev]"
@@ -17,8 +17,14 @@ test:
 	$(BIN)/python -m pytest -q tests
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-kernel-name $(KERNEL) notebooks
 
+# The notebook suite end to end on the synthetic benchmark (train + evaluate 4 folds, visualizations, results/).
 demo:
 	$(BIN)/python -m hsnetlib.suite run grids/demo.toml
+
+# The demo's six ablation studies (each variant its own training, to convergence), then results/ again with them.
+demo-ablations: demo
+	$(BIN)/python -m hsnetlib.suite run grids/demo-ablations.toml --runs-dir runs/demo
+	$(BIN)/python -m hsnetlib.suite run grids/demo.toml --only results --force
 
 bench:
 	$(BIN)/python benchmarks/bench_model.py

@@ -18,18 +18,22 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
 
 import torch
 from torch import nn
 
-from hsnetlib import synthetic
+from hsnetlib import suite, synthetic
 from hsnetlib.data import FewShotDataset, build_dataset
 from hsnetlib.evaluate import EvalResult, evaluate
+from hsnetlib.metrics import ratio
 from hsnetlib.model import FORMAT, HSNet
 from hsnetlib.profile import profile_model
 from hsnetlib.suite import resolve
-from hsnetlib.train import TrainConfig, train
+from hsnetlib.train import TrainConfig, build_datasets, train
 
 # The synthetic benchmark the notebooks generate when `synthetic` is on and the root lacks it:
 # small enough to write in seconds, large enough for the demo (per class: PASCAL-style training and
@@ -157,6 +161,20 @@ class TrainSettings:
     progress: bool = True
 
 
+# Validation mIoU (percent) a training must reach to count as having left the all-background solution
+# that training starts from (all-background scores 0; a training still there reads as "not converged").
+CONVERGED_MIOU = 10.0
+RESUME = {"auto": "auto", "fresh": False, "continue": True}  # notebook value -> TrainConfig.resume
+
+
+def resume_arg(resume: str) -> bool | str:
+    """Notebook value -> TrainConfig.resume: "auto" (continue an interrupted training, else start), "fresh"
+    (start afresh: what run_dir holds is removed), "continue" (resume; an error without last.pt)."""
+    if resume not in RESUME:
+        raise ValueError(f"resume={resume!r}: choose one of {sorted(RESUME)}")
+    return RESUME[resume]
+
+
 def _clear(run_dir: Path) -> None:
     for name in TRAIN_FILES:
         target = run_dir / name
@@ -173,19 +191,26 @@ def cache_key(config: TrainConfig) -> str:
 
 
 def _link_files(source: Path, target: Path) -> None:
-    """Hard-link (or copy) a finished training's files from one folder into another."""
+    """Put a finished training's files from one folder into another: checkpoints hard-linked (they are only
+    ever replaced, never written in place), the small text files copied (metrics.csv grows on resuming)."""
     target.mkdir(parents=True, exist_ok=True)
     for name in TRAIN_FILES[:-1]:  # not tb/
-        if (source / name).is_file():
+        if not (source / name).is_file():
+            continue
+        (target / name).unlink(missing_ok=True)
+        if name.endswith(".pt"):
             try:
                 os.link(source / name, target / name)
-            except OSError:
-                shutil.copy2(source / name, target / name)
+                continue
+            except OSError:  # another file system
+                pass
+        shutil.copy2(source / name, target / name)
 
 
 def _from_cache(entry: Path, run_dir: Path) -> dict[str, Any] | None:
     if not (entry / SUMMARY_FILE).is_file():
         return None
+    _clear(run_dir)
     _link_files(entry, run_dir)
     summary = json.loads((entry / SUMMARY_FILE).read_text())
     summary.update(run_dir=str(run_dir), best_checkpoint=str(run_dir / "best.pt"),
@@ -193,18 +218,37 @@ def _from_cache(entry: Path, run_dir: Path) -> dict[str, Any] | None:
     return summary
 
 
+def _store_in_cache(entry: Path, run_dir: Path, summary: Mapping[str, Any]) -> None:
+    """Add a finished training to the cache; the entry appears whole (written aside, then renamed) or not at all."""
+    if (entry / SUMMARY_FILE).is_file():
+        return
+    staging = entry.parent / f".{entry.name}.{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    _link_files(run_dir, staging)
+    (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    shutil.rmtree(entry, ignore_errors=True)  # an incomplete entry (no summary) of an earlier crash
+    try:
+        os.rename(staging, entry)
+    except OSError:  # another process stored the same training meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def train_model(data: Data, fold: int, run_dir: str | Path, settings: TrainSettings,
-                variant: Mapping[str, Any] | None = None, resume: bool = False,
-                cache_dir: str | Path | None = None) -> dict[str, Any]:
+                variant: Mapping[str, Any] | None = None, resume: bool | str = False,
+                cache_dir: str | Path | None = None,
+                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train one HSNet variant with :func:`hsnetlib.train.train`; returns its summary (run_dir, history, ...).
 
-    Without `resume`, what an earlier training left in run_dir is removed first, so a notebook re-run
-    trains afresh. With `cache_dir`, a training whose configuration (everything but the run folder) was
-    already trained there is not repeated: its files are linked into run_dir and the summary says
-    ``reused_from``. Ablations share their reference variant this way (same settings, same result).
+    `resume` is TrainConfig's: False removes what an earlier training left in run_dir first, so the run
+    trains afresh; "auto" continues an interrupted training in run_dir (a finished one is returned as it
+    is) and starts one otherwise; True continues and fails without last.pt. With `cache_dir`, a training
+    whose configuration (everything but the run folder) was already trained there is not repeated: its files
+    are put into run_dir and the summary says ``reused_from``. Identical trainings are shared this way
+    (same settings, same result). `on_epoch(row)` is called after every epoch trained here (the row of
+    ``summary["history"]``), e.g. to redraw learning curves (:class:`hsnetlib.viz.LiveCurves`).
     """
     run_dir = resolve(run_dir)
-    if not resume:
+    if resume is False:
         _clear(run_dir)
     config = TrainConfig(
         benchmark=data.benchmark, datapath=str(data.root),
@@ -217,19 +261,85 @@ def train_model(data: Data, fold: int, run_dir: str | Path, settings: TrainSetti
         **dict(variant or {}),
     )
     entry = resolve(cache_dir) / cache_key(config) if cache_dir else None
-    summary = _from_cache(entry, run_dir) if entry is not None and not resume else None
+    summary = _from_cache(entry, run_dir) if entry is not None and resume is not True else None
     if summary is None:
-        summary = train(config)
+        summary = train(config, on_epoch=on_epoch)
         if entry is not None:
-            _clear(entry)
-            _link_files(run_dir, entry)
-            (entry / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            _store_in_cache(entry, run_dir, summary)
     summary["config"] = config.to_dict()
     return summary
 
 
+def validation_baselines(data: Data, summary: Mapping[str, Any]) -> dict[str, float]:
+    """mIoU of the all-foreground and all-background predictions on a training's validation episodes (the
+    first ``val_episodes`` of its validation split, scored like its validation mIoU)."""
+    config = TrainConfig(**summary["config"])
+    _, val_ds = build_datasets(config)
+    return {name: evaluate(ConstantMask(value), val_ds, nshot=config.shot, max_episodes=config.val_episodes,
+                           progress=False).miou
+            for name, value in (("all_foreground", 1), ("all_background", 0))}
+
+
+# The notebooks' small model: 01_train.ipynb's defaults (tests/test_notebooks.py keeps them equal). 02, 09, 10
+# and 11 use it when they get no checkpoint: trained once into the training cache, then found there.
+NOTEBOOK_MODEL = TrainSettings(backbone="resnet50", weights=None, img_size=96, epochs=5, bsz=8,
+                               train_episodes=160, val_episodes=40)
+
+
+def notebook_model(data: Data, fold: int, run_dir: str | Path, device: str | None,
+                   cache_dir: str | Path | None) -> dict[str, Any]:
+    """The summary of the notebooks' small model (:data:`NOTEBOOK_MODEL`) on `fold`, trained into run_dir
+    unless `cache_dir` already holds it."""
+    settings = dataclasses.replace(NOTEBOOK_MODEL, device=device)
+    return train_model(data, fold, run_dir, settings, resume="auto", cache_dir=cache_dir)
+
+
+def results_fixture(runs_dir: str | Path, cache_dir: str | Path | None, episodes: int = 40) -> Path:
+    """A small, real set of run records for the results notebook: the notebooks' small model on the synthetic
+    benchmark (fold 0), its training and its 1-shot evaluation with baselines, recorded under `runs_dir`."""
+    runs_dir = resolve(runs_dir)
+    data = prepare_data("pascal", "data/synthetic", True)
+    summary = notebook_model(data, 0, runs_dir / "train", None, cache_dir)
+    model = HSNet.load(summary["best_checkpoint"])
+    entry, _ = evaluate_model(model, data, 0, 1, NOTEBOOK_MODEL.img_size, episodes=episodes,
+                              checkpoint=summary["best_checkpoint"])
+    fixture = {"runs_dir": "", "fixture": str(runs_dir)}
+    suite.write_run_record(runs_dir / "train", "11_results.ipynb", fixture,
+                           {"trainings": [training_entry(summary, data, 0, "main", "HSNet")]},
+                           checkpoint=summary["best_checkpoint"], seed=NOTEBOOK_MODEL.seed)
+    suite.write_run_record(runs_dir / "evaluate", "11_results.ipynb", fixture, {"evaluations": [entry]},
+                           checkpoint=summary["best_checkpoint"], seed=0)
+    return runs_dir
+
+
+def converged(history: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a training left the all-background solution: some epoch's validation mIoU reached
+    :data:`CONVERGED_MIOU`."""
+    return any(row["val_miou"] >= CONVERGED_MIOU for row in history)
+
+
+def load_training(run_dir: str | Path) -> dict[str, Any]:
+    """The summary of a finished training from its run folder (config.json, metrics.csv, best.pt), as
+    :func:`train_model` returns it; a missing, unfinished or foreign folder is an error naming it."""
+    run_dir = resolve(run_dir)
+    for name in ("config.json", "metrics.csv", "best.pt"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir} holds no finished training: {name} is missing "
+                                    "(train it first: 01_train.ipynb or python -m hsnetlib train)")
+    config = json.loads((run_dir / "config.json").read_text())
+    history = pd.read_csv(run_dir / "metrics.csv").to_dict("records")
+    if len(history) < config["epochs"]:
+        raise ValueError(f"the training in {run_dir} is unfinished: {len(history)} of {config['epochs']} epochs "
+                         "(rerun its notebook: it resumes)")
+    best = max(history, key=lambda row: row["val_miou"])  # the first best, as train() keeps it
+    return {"run_dir": str(run_dir), "epochs": config["epochs"], "best_epoch": int(best["epoch"]),
+            "best_val_miou": best["val_miou"], "last": history[-1], "history": history,
+            "best_checkpoint": str(run_dir / "best.pt"), "last_checkpoint": str(run_dir / "last.pt"), "config": config}
+
+
 def training_entry(summary: Mapping[str, Any], data: Data, fold: int, study: str, label: str) -> dict[str, Any]:
-    """The `trainings` entry of a run record for one training summary."""
+    """The `trainings` entry of a run record for one training summary (with its full history and whether
+    it converged: :func:`converged`)."""
     _check_study(study)
     config = summary["config"]
     model = dataclasses.asdict(TrainConfig(**config).model_config())
@@ -238,6 +348,7 @@ def training_entry(summary: Mapping[str, Any], data: Data, fold: int, study: str
             "img_size": config["img_size"], "epochs": summary["epochs"], "bsz": config["bsz"], "lr": config["lr"],
             "train_episodes": config["train_episodes_per_epoch"], "val_episodes": config["val_episodes"],
             "best_epoch": summary["best_epoch"], "best_val_miou": summary["best_val_miou"],
+            "converged": converged(summary["history"]),
             "history": summary["history"], "run_dir": summary["run_dir"], "checkpoint": summary["best_checkpoint"],
             "reused_from": summary.get("reused_from")}
 
@@ -291,34 +402,138 @@ def profile_entry(model: HSNet, study: str, label: str, img_size: int, device: s
     return {"study": study, "label": label, "model": dataclasses.asdict(model.config), **profile.to_dict()}
 
 
-# -- ablations: train + evaluate each variant --------------------------------------------------------
-def run_variants(data: Data, fold: int, out_dir: str | Path, study: str, variants: Mapping[str, Mapping[str, Any]],
-                 settings: TrainSettings, shots: Iterable[int], eval_episodes: int | None,
-                 ignore_label: bool = True, baselines: bool = False, cache_dir: str | Path | None = None
-                 ) -> dict[str, list[dict[str, Any]]]:
-    """Train every variant (label -> model options) with the same settings into out_dir/<label>/, then
-    evaluate its best checkpoint for every shot (`cache_dir`: see :func:`train_model`). Returns the
-    run-record sections {"trainings": [...], "evaluations": [...]} and {"checkpoints": {label: path}}."""
+# -- ablations: gather the trainings of a study's variants, evaluate and compare them -------------------
+VARIANT_KEYS = ("hypercorrelation", "pyramid", "kernel", "block_layers", "support_masking", "finetune_backbone")
+# TrainConfig fields that may differ between the trainings compared in one study (besides VARIANT_KEYS).
+RUN_KEYS = ("run_dir", "progress", "workers", "resume", "device")
+
+
+def variant_options(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The model options (VARIANT_KEYS) a training was run with."""
+    return {k: tuple(v) if k == "pyramid" else v for k, v in summary["config"].items() if k in VARIANT_KEYS}
+
+
+def train_variants(data: Data, fold: int, out_dir: str | Path, variants: Mapping[str, Mapping[str, Any]],
+                   settings: TrainSettings, cache_dir: str | Path | None = None,
+                   resume: bool | str = "auto") -> dict[str, dict[str, Any]]:
+    """Train every variant (label -> model options) with the same settings into out_dir/<label>/ (one after
+    another: a notebook's small default run; grids train each variant in its own run). Returns label -> summary."""
+    return {label: train_model(data, fold, resolve(out_dir) / label, settings, variant, resume=resume,
+                               cache_dir=cache_dir)
+            for label, variant in variants.items()}
+
+
+def gather_trainings(run_dirs: Mapping[str, str | Path], data: Data, fold: int) -> dict[str, dict[str, Any]]:
+    """label -> summary of the finished trainings in `run_dirs` (label -> run folder, :func:`load_training`).
+
+    They must be trainings of `data`'s benchmark and `fold` that differ in their model options only (same
+    budget, optimisation, seed, image size), so that a difference in score is the variant's."""
+    if not run_dirs:
+        raise ValueError("no trainings given (label -> run folder of a finished training)")
+    summaries = {label: load_training(path) for label, path in run_dirs.items()}
+    for label, summary in summaries.items():
+        config = summary["config"]
+        if (config["benchmark"], config["fold"]) != (data.benchmark, fold):
+            raise ValueError(f"training {label!r} ({summary['run_dir']}) is of {config['benchmark']} fold "
+                             f"{config['fold']}, not of {data.benchmark} fold {fold}")
+    check_alike(summaries)
+    return summaries
+
+
+def check_alike(summaries: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse to compare trainings that differ in anything but their model options (VARIANT_KEYS)."""
+    (first_label, first), *others = summaries.items()
+    for label, summary in others:
+        differing = sorted(k for k in set(first["config"]) | set(summary["config"])
+                           if k not in VARIANT_KEYS + RUN_KEYS and first["config"].get(k) != summary["config"].get(k))
+        if differing:
+            details = "; ".join(f"{k}: {first['config'].get(k)!r} vs {summary['config'].get(k)!r}" for k in differing)
+            raise ValueError(f"trainings {first_label!r} and {label!r} differ in more than the variant ({details}): "
+                             "train the variants of a study alike")
+
+
+def episodes_digest(result: EvalResult) -> str:
+    """A fingerprint of the episodes an evaluation scored (class, query and supports of each, in order)."""
+    keys = result.episodes[["seed", "episode", "class_id", "query", "supports"]].astype(str)
+    return hashlib.sha256("\n".join(keys.agg("|".join, axis=1)).encode()).hexdigest()[:16]
+
+
+def paired_bootstrap(result: EvalResult, reference: EvalResult, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, Any]:
+    """The mIoU difference result - reference on the same episodes, with a paired percentile bootstrap interval.
+
+    Each replicate resamples the shared episodes with replacement -- the same draw for both models -- and
+    recomputes both fold mIoUs from the resampled per-class sums (as :func:`hsnetlib.metrics.bootstrap_miou`
+    does for one model), so the episode-to-episode difficulty that both share cancels in the difference.
+    """
+    mine, ref = result.episodes, reference.episodes
+    keys = ["seed", "episode", "class_id", "query", "supports"]
+    if len(mine) != len(ref) or not mine[keys].reset_index(drop=True).equals(ref[keys].reset_index(drop=True)):
+        raise ValueError("a paired comparison needs both evaluations on the same episodes (same data, fold, shots, "
+                         "episode seed and count)")
+    classes = sorted(set(mine["class_id"]) | set(result.per_class["class_id"]))
+    onehot = (mine["class_id"].to_numpy()[:, None] == np.asarray(classes)[None]).astype(float)  # (N, C)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(mine), np.full(len(mine), 1 / len(mine)), size=n_boot)  # (n_boot, N)
+
+    def miou(frame: pd.DataFrame, w: np.ndarray) -> np.ndarray:
+        inter = w @ (onehot * frame["fg_inter"].to_numpy()[:, None])
+        union = w @ (onehot * frame["fg_union"].to_numpy()[:, None])
+        return ratio(inter, union).mean(-1) * 100
+
+    delta = miou(mine, weights) - miou(ref, weights)
+    point = float(miou(mine, np.ones((1, len(mine))))[0] - miou(ref, np.ones((1, len(ref))))[0])
+    alpha = (1 - level) / 2
+    low, high = np.quantile(delta, [alpha, 1 - alpha])
+    return {"delta_miou": point, "ci95": [float(low), float(high)], "episodes": len(mine)}
+
+
+def evaluate_variants(data: Data, fold: int, study: str, trainings: Mapping[str, Mapping[str, Any]], reference: str,
+                      shots: Iterable[int], episodes: int | None, ignore_label: bool = True, baselines: bool = False,
+                      device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Evaluate each training's best checkpoint on the same test episodes for every shot, and compare each
+    variant with the study's `reference` (:func:`paired_bootstrap`).
+
+    Returns the run-record sections {"trainings": [...], "evaluations": [...]} plus {"checkpoints": label ->
+    best.pt}: every evaluation entry of a variant has ``paired`` = {reference, delta_miou, ci95, episodes}
+    and ``episodes_digest``; every training entry ``converged`` and its full ``history``.
+    """
+    if reference not in trainings:
+        raise ValueError(f"reference variant {reference!r} is not one of the trainings {sorted(trainings)}")
+    check_alike(trainings)
+    img_size = trainings[reference]["config"]["img_size"]
+    order = [reference, *(label for label in trainings if label != reference)]
     records: dict[str, Any] = {"trainings": [], "evaluations": [], "checkpoints": {}}
-    for label, variant in variants.items():
-        summary = train_model(data, fold, resolve(out_dir) / label, settings, variant, cache_dir=cache_dir)
-        records["trainings"].append(training_entry(summary, data, fold, study, label))
-        model = HSNet.load(summary["best_checkpoint"])
-        for shot in shots:
-            entry, _ = evaluate_model(model, data, fold, shot, settings.img_size, study=study, label=label,
-                                      ignore_label=ignore_label, episodes=eval_episodes, device=settings.device,
-                                      baselines=baselines,
-                                      checkpoint=summary["best_checkpoint"], progress=settings.progress)
+    for label in order:
+        records["trainings"].append(training_entry(trainings[label], data, fold, study, label))
+        records["checkpoints"][label] = trainings[label]["best_checkpoint"]
+    for shot in shots:
+        results = {}
+        for label in order:
+            checkpoint = trainings[label]["best_checkpoint"]
+            entry, results[label] = evaluate_model(
+                HSNet.load(checkpoint), data, fold, shot, img_size, study=study, label=label,
+                ignore_label=ignore_label, episodes=episodes, device=device, baselines=baselines,
+                checkpoint=checkpoint, progress=progress)
+            entry["episodes_digest"] = episodes_digest(results[label])
+            if label != reference:
+                entry["paired"] = {"reference": reference, **paired_bootstrap(results[label], results[reference])}
             records["evaluations"].append(entry)
-        records["checkpoints"][label] = summary["best_checkpoint"]
     return records
 
 
-def variant_table(records: Mapping[str, list[dict[str, Any]]]):
-    """Evaluations of run_variants as a small frame: label, nshot, mIoU, FB-IoU, CI, learnable params."""
-    import pandas as pd
-
-    rows = [{"label": e["label"], "nshot": e["nshot"], "miou": e["miou"], "fbiou": e["fbiou"],
-             "ci95_low": e["ci95"][0], "ci95_high": e["ci95"][1], "learnable_params": e["learnable_params"]}
-            for e in records["evaluations"]]
+def variant_table(records: Mapping[str, list[dict[str, Any]]]) -> pd.DataFrame:
+    """The evaluations of :func:`evaluate_variants` as a frame: label, nshot, mIoU with its bootstrap interval,
+    the paired difference to the reference with its interval, FB-IoU, whether the training converged, size."""
+    converged_by_label = {t["label"]: t["converged"] for t in records["trainings"]}
+    rows = []
+    for e in records["evaluations"]:
+        paired = e.get("paired") or {}
+        rows.append({"label": e["label"], "nshot": e["nshot"], "miou": e["miou"],
+                     "ci95_low": e["ci95"][0], "ci95_high": e["ci95"][1],
+                     "delta_miou": paired.get("delta_miou", np.nan),
+                     "delta_ci95_low": paired.get("ci95", [np.nan])[0],
+                     "delta_ci95_high": paired.get("ci95", [np.nan, np.nan])[1],
+                     "fbiou": e["fbiou"], "converged": converged_by_label[e["label"]],
+                     "learnable_params": e["learnable_params"]})
     return pd.DataFrame(rows)

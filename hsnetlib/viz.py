@@ -181,3 +181,62 @@ def learning_curves(history: Sequence[Mapping[str, float]], title: str = ""):
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+class LiveCurves:
+    """An ``on_epoch`` callback for :func:`hsnetlib.train.train` that redraws :func:`learning_curves` in the
+    notebook after every epoch. A resumed training reports only its new epochs: the earlier ones are read
+    from `run_dir`/metrics.csv when the first report arrives."""
+
+    def __init__(self, title: str = "", run_dir: str | None = None):
+        self.title, self.run_dir = title, run_dir
+        self.rows: dict[int, Mapping[str, float]] = {}
+
+    def __call__(self, row: Mapping[str, float]) -> None:
+        from IPython.display import clear_output, display
+
+        if not self.rows and self.run_dir is not None and row["epoch"] > 0:
+            self.rows = {r["epoch"]: r for r in _metrics_rows(self.run_dir) if r["epoch"] < row["epoch"]}
+        self.rows[row["epoch"]] = row
+        fig = learning_curves([self.rows[e] for e in sorted(self.rows)], self.title)
+        clear_output(wait=True)
+        display(fig)
+        plt.close(fig)
+
+
+def _metrics_rows(run_dir: str) -> list[dict[str, float]]:
+    import pandas as pd
+    from pathlib import Path
+
+    path = Path(run_dir) / "metrics.csv"
+    return pd.read_csv(path).to_dict("records") if path.is_file() else []
+
+
+def ablation_overview(table, trainings: Sequence[Mapping[str, Any]], title: str = ""):
+    """An ablation at a glance: mIoU per variant and shot with its bootstrap interval (not-converged variants
+    hatched), and every variant's validation mIoU per epoch. `table`: :func:`hsnetlib.experiments.variant_table`;
+    `trainings`: the run record's training entries (label, history)."""
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(10, 3.4))
+    labels = list(dict.fromkeys(table["label"]))
+    shots = sorted(table["nshot"].unique())
+    width = 0.8 / len(shots)
+    for i, shot in enumerate(shots):
+        rows = table[table["nshot"] == shot].set_index("label").loc[labels]
+        x = np.arange(len(labels)) + (i - (len(shots) - 1) / 2) * width
+        errors = [rows["miou"] - rows["ci95_low"], rows["ci95_high"] - rows["miou"]]
+        drawn = bars.bar(x, rows["miou"], width, yerr=errors, capsize=3, label=f"{shot}-shot")
+        for patch, ok in zip(drawn, rows["converged"]):
+            if not ok:
+                patch.set_hatch("//")
+    bars.set_xticks(np.arange(len(labels)), labels)
+    bars.set(ylabel="mIoU (%)", title="test mIoU, 95% bootstrap interval (hatched: not converged)")
+    bars.title.set_fontsize(8)
+    bars.legend(fontsize=8)
+    for training in trainings:
+        history = training["history"]
+        curves.plot([r["epoch"] for r in history], [r["val_miou"] for r in history], marker="o", label=training["label"])
+    curves.set(xlabel="epoch", ylabel="validation mIoU (%)", title="learning curves")
+    curves.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,5 +1,6 @@
-"""The notebooks: their parameters cells (what papermill and the grids rely on), stripped outputs, and
-one notebook run through papermill with injected parameters, checked through its run record."""
+"""The notebooks: their parameters cells (what papermill and the grids rely on), stripped outputs, the small
+model they share, and one ablation notebook run through papermill with injected parameters (finished trainings),
+checked through its run record."""
 from __future__ import annotations
 
 import ast
@@ -11,7 +12,7 @@ import nbformat
 import papermill
 import pytest
 
-from hsnetlib import suite
+from hsnetlib import experiments, suite
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -33,7 +34,7 @@ def test_parameters_cell_is_typed_commented_and_fully_parsed(path):
     assert all("parameters" not in c.metadata.get("tags", []) for c in code[1:])
     tree = ast.parse(code[0].source)
     assert all(isinstance(node, ast.AnnAssign) for node in tree.body), "only annotated assignments (name: type = value)"
-    assert all(isinstance(node.value, ast.Constant | ast.List) for node in tree.body), "literal values only"
+    assert all(isinstance(node.value, ast.Constant | ast.List | ast.Dict) for node in tree.body), "literal values only"
     lines = code[0].source.splitlines()
     assert all("  # " in line for line in lines), "every parameter has a comment"
     declared = papermill.inspect_notebook(str(path))  # what papermill (and the grids) can inject
@@ -43,32 +44,69 @@ def test_parameters_cell_is_typed_commented_and_fully_parsed(path):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
 
 
-def test_evaluate_notebook_with_injected_parameters(tmp_path):
+def test_checks_close_every_notebook():
+    """Each notebook ends with the plain asserts its reader relies on (issue 11)."""
+    for path in NOTEBOOKS:
+        last = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"][-1]
+        assert "assert " in last.source, path.name
+
+
+def test_training_notebook_defaults_are_the_shared_small_model():
+    """02, 09, 10 and 11 reuse the training of 01_train.ipynb's defaults through the cache: same configuration."""
+    defaults = {k: v["default"] for k, v in papermill.inspect_notebook(str(suite.notebook_path("01_train.ipynb"))).items()}
+    shared = experiments.NOTEBOOK_MODEL
+    assert {k: ast.literal_eval(defaults[k]) for k in ("backbone", "img_size", "epochs", "bsz", "lr", "train_episodes",
+                                                       "val_episodes", "seed", "shot", "backbone_lr")} == {
+        "backbone": shared.backbone, "img_size": shared.img_size, "epochs": shared.epochs, "bsz": shared.bsz,
+        "lr": shared.lr, "train_episodes": shared.train_episodes, "val_episodes": shared.val_episodes,
+        "seed": shared.seed, "shot": shared.shot, "backbone_lr": shared.backbone_lr}
+    assert ast.literal_eval(defaults["weights"]) == "none" and shared.weights is None
+    assert ast.literal_eval(defaults["device"]) == "auto" and shared.device is None
+    for notebook in ("02_evaluate.ipynb", "09_visualize_correlation.ipynb", "10_visualize_predictions.ipynb",
+                     "11_results.ipynb", "01_train.ipynb"):
+        declared = papermill.inspect_notebook(str(suite.notebook_path(notebook)))
+        assert ast.literal_eval(declared["train_cache"]["default"]) == "runs/notebooks/train-cache", notebook
+
+
+def test_ablation_notebook_with_injected_trainings(pascal_root, tmp_path):
+    """An ablation notebook gathers finished trainings (label -> run folder), evaluates them on the same episodes
+    and records the paired comparison with the reference (contract C3)."""
+    data = experiments.Data("pascal", pascal_root, synthetic=True)
+    settings = experiments.TrainSettings(weights=None, img_size=64, epochs=2, bsz=2, train_episodes=4,
+                                         val_episodes=4, device="cpu", progress=False)
+    runs = {label: tmp_path / f"train-{label}" for label in ("3", "1-2-3")}
+    for label, options in (("3", {"pyramid": (3,)}), ("1-2-3", {})):
+        experiments.train_model(data, 1, runs[label], settings, options)
     out_dir = tmp_path / "run"
-    parameters = {"data_root": str(tmp_path / "data"), "fold": 1, "img_size": 64, "shots": [1, 2],
-                  "eval_episodes": 4, "train_epochs": 1, "train_episodes": 4, "device": "cpu", "out_dir": str(out_dir)}
-    papermill.execute_notebook(str(suite.notebook_path("02_evaluate.ipynb")), str(tmp_path / "executed.ipynb"),
+    parameters = {"data_root": str(pascal_root), "fold": 1, "trainings": {k: str(v) for k, v in runs.items()},
+                  "reference": "1-2-3", "shots": [1, 2], "eval_episodes": 3, "device": "cpu", "out_dir": str(out_dir)}
+    papermill.execute_notebook(str(suite.notebook_path("04_ablation_pyramid.ipynb")), str(tmp_path / "executed.ipynb"),
                                parameters=parameters, kernel_name=suite.KERNEL_NAME, cwd=str(suite.project_root()),
                                progress_bar=False)
     params = json.loads((out_dir / "params.json").read_text())
-    assert params["notebook"] == "02_evaluate.ipynb"
+    assert params["notebook"] == "04_ablation_pyramid.ipynb"
     assert {k: params["parameters"][k] for k in parameters} == parameters
-    assert params["parameters"]["baselines"] is True  # a default the grid did not override
+    assert params["parameters"]["variants"] == [[3], [2, 3], [1, 2, 3]]  # a default the run did not override
 
     record = json.loads((out_dir / "metrics.json").read_text())
     assert record["parameters"] == params["parameters"] and record["seed"] == 0
     assert {"code_version", "torch", "torchvision", "device"} <= set(record["provenance"])
-    checkpoint = Path(record["checkpoint"]["path"])
-    assert checkpoint == out_dir / "train" / "best.pt"
-    assert record["checkpoint"]["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    for label, run in runs.items():
+        assert record["checkpoints"][label]["path"] == str(run / "best.pt")
+        assert record["checkpoints"][label]["sha256"] == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    trainings = {t["label"]: t for t in record["trainings"]}
+    assert set(trainings) == {"3", "1-2-3"}
+    for label, t in trainings.items():
+        assert t["study"] == "pyramid" and t["run_dir"] == str(runs[label]) and len(t["history"]) == 2
+        assert isinstance(t["converged"], bool)
+    assert trainings["3"]["model"]["pyramid"] == [3]
     evaluations = record["evaluations"]
-    assert [(e["nshot"], e["fold"], e["episodes"], e["dataset"], e["img_size"]) for e in evaluations] == [
-        (1, 1, 4, "synthetic-pascal", 64), (2, 1, 4, "synthetic-pascal", 64)]
-    for e in evaluations:
-        assert 0 <= e["miou"] <= 100 and e["ci95"][0] <= e["ci95"][1]
-        assert e["baselines"]["all_background"]["miou"] == 0  # never any foreground
-        assert e["baselines"]["all_foreground"]["miou"] > 0
-        assert e["model"]["backbone"] == "resnet50" and e["model"]["weights"] is None
-    assert set(record["summary"]) == {"1shot_miou", "2shot_miou", "1shot_margin_over_baselines",
-                                      "2shot_margin_over_baselines"}
-    assert (out_dir / "eval_2shot" / "per_class.csv").is_file()
+    assert [(e["label"], e["nshot"], e["fold"], e["episodes"], e["img_size"]) for e in evaluations] == [
+        ("1-2-3", 1, 1, 3, 64), ("3", 1, 1, 3, 64), ("1-2-3", 2, 1, 3, 64), ("3", 2, 1, 3, 64)]
+    for reference, variant in (evaluations[:2], evaluations[2:]):
+        assert "paired" not in reference
+        assert variant["paired"]["reference"] == "1-2-3" and variant["paired"]["episodes"] == 3
+        assert variant["paired"]["delta_miou"] == pytest.approx(variant["miou"] - reference["miou"])
+        low, high = variant["paired"]["ci95"]
+        assert low <= high
+    assert (out_dir / "ablation.png").is_file()
