@@ -33,7 +33,7 @@ from hsnetlib.metrics import ratio
 from hsnetlib.model import FORMAT, HSNet
 from hsnetlib.profile import profile_model
 from hsnetlib.suite import resolve
-from hsnetlib.train import TrainConfig, build_datasets, train
+from hsnetlib.train import TrainConfig, build_datasets, check_resumable, train
 
 # The synthetic benchmark the notebooks generate when `synthetic` is on and the root lacks it:
 # small enough to write in seconds, large enough for the demo (per class: PASCAL-style training and
@@ -260,6 +260,8 @@ def train_model(data: Data, fold: int, run_dir: str | Path, settings: TrainSetti
         train_episodes_per_epoch=settings.train_episodes, resume=resume, progress=settings.progress,
         **dict(variant or {}),
     )
+    if resume is not False and (run_dir / "last.pt").is_file():
+        check_resumable(run_dir, config)  # a different configuration is reported, never replaced or mixed
     entry = resolve(cache_dir) / cache_key(config) if cache_dir else None
     summary = _from_cache(entry, run_dir) if entry is not None and resume is not True else None
     if summary is None:

@@ -7,14 +7,18 @@
   the support image, per pyramid level; and the other direction (a support position over the query).
 * :func:`squeezed_views`: what the encoder makes of the hypercorrelation: the squeezed tensor of each
   level, the mixed tensors and the context map, reduced to 2D maps over the query.
-* :func:`learning_curves`: loss and mIoU per epoch from a training history.
+* :func:`learning_curves`: loss and mIoU per epoch from a training history; :class:`LiveCurves` redraws
+  them after every epoch of a running training (the ``on_epoch`` callback of :func:`hsnetlib.train.train`).
+* :func:`ablation_overview`: an ablation study's mIoU per variant with intervals, and its learning curves.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 from hsnetlib.data import IMAGENET_MEAN, IMAGENET_STD
@@ -205,9 +209,6 @@ class LiveCurves:
 
 
 def _metrics_rows(run_dir: str) -> list[dict[str, float]]:
-    import pandas as pd
-    from pathlib import Path
-
     path = Path(run_dir) / "metrics.csv"
     return pd.read_csv(path).to_dict("records") if path.is_file() else []
 
