@@ -197,15 +197,25 @@ class LiveCurves:
         self.rows: dict[int, Mapping[str, float]] = {}
 
     def __call__(self, row: Mapping[str, float]) -> None:
-        from IPython.display import clear_output, display
-
         if not self.rows and self.run_dir is not None and row["epoch"] > 0:
             self.rows = {r["epoch"]: r for r in _metrics_rows(self.run_dir) if r["epoch"] < row["epoch"]}
         self.rows[row["epoch"]] = row
+        self._draw()
+
+    def show(self, history: Sequence[Mapping[str, float]]):
+        """Draw a whole history in place of the live curves (e.g. the summary of a training found in the cache,
+        which reported no epochs); returns the figure, to be saved."""
+        self.rows = {row["epoch"]: row for row in history}
+        return self._draw()
+
+    def _draw(self):
+        from IPython.display import clear_output, display
+
         fig = learning_curves([self.rows[e] for e in sorted(self.rows)], self.title)
         clear_output(wait=True)
         display(fig)
         plt.close(fig)
+        return fig
 
 
 def _metrics_rows(run_dir: str) -> list[dict[str, float]]:
