@@ -284,7 +284,7 @@ def validation_baselines(data: Data, summary: Mapping[str, Any]) -> dict[str, fl
 
 # The notebooks' small model: 01_train.ipynb's defaults (tests/test_notebooks.py keeps them equal). 02, 09, 10
 # and 11 use it when they get no checkpoint: trained once into the training cache, then found there.
-NOTEBOOK_MODEL = TrainSettings(backbone="resnet50", weights=None, img_size=96, epochs=5, bsz=8,
+NOTEBOOK_MODEL = TrainSettings(backbone="resnet50", weights=None, img_size=96, epochs=6, bsz=8,
                                train_episodes=160, val_episodes=40)
 
 

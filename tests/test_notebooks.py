@@ -68,17 +68,17 @@ def test_training_notebook_defaults_are_the_shared_small_model():
         assert ast.literal_eval(declared["train_cache"]["default"]) == "runs/notebooks/train-cache", notebook
 
 
-def test_ablation_notebook_with_injected_trainings(pascal_root, tmp_path):
+def test_ablation_notebook_with_injected_trainings(tmp_path):
     """An ablation notebook gathers finished trainings (label -> run folder), evaluates them on the same episodes
     and records the paired comparison with the reference (contract C3)."""
-    data = experiments.Data("pascal", pascal_root, synthetic=True)
+    data = experiments.prepare_data("pascal", str(tmp_path / "data"), True)
     settings = experiments.TrainSettings(weights=None, img_size=64, epochs=2, bsz=2, train_episodes=4,
                                          val_episodes=4, device="cpu", progress=False)
     runs = {label: tmp_path / f"train-{label}" for label in ("3", "1-2-3")}
     for label, options in (("3", {"pyramid": (3,)}), ("1-2-3", {})):
         experiments.train_model(data, 1, runs[label], settings, options)
     out_dir = tmp_path / "run"
-    parameters = {"data_root": str(pascal_root), "fold": 1, "trainings": {k: str(v) for k, v in runs.items()},
+    parameters = {"data_root": str(tmp_path / "data"), "fold": 1, "trainings": {k: str(v) for k, v in runs.items()},
                   "reference": "1-2-3", "shots": [1, 2], "eval_episodes": 3, "device": "cpu", "out_dir": str(out_dir)}
     papermill.execute_notebook(str(suite.notebook_path("04_ablation_pyramid.ipynb")), str(tmp_path / "executed.ipynb"),
                                parameters=parameters, kernel_name=suite.KERNEL_NAME, cwd=str(suite.project_root()),
