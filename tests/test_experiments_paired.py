@@ -141,3 +141,19 @@ def test_gathering_refuses_unfinished_foreign_or_unlike_trainings(study, tmp_pat
     (unlike / "config.json").write_text(json.dumps({**config, "lr": 0.01}))
     with pytest.raises(ValueError, match=r"differ in more than the variant \(lr: 0.001 vs 0.01\)"):
         experiments.gather_trainings({"full": out / "full", "deep": unlike}, data, 0)
+
+
+def test_cached_training_is_reused_and_the_cache_entry_stays_intact(pascal_root, tmp_path):
+    """A repeated configuration is found in the cache (not trained again): checkpoints are shared (hard links,
+    only ever replaced), metrics.csv is a copy, so a later resume in one run folder cannot change the entry."""
+    data = experiments.Data("pascal", pascal_root, synthetic=True)
+    settings = experiments.TrainSettings(weights=None, img_size=64, epochs=1, bsz=2, train_episodes=2,
+                                         val_episodes=2, device="cpu", progress=False)
+    first = experiments.train_model(data, 0, tmp_path / "a", settings, resume="auto", cache_dir=tmp_path / "cache")
+    again = experiments.train_model(data, 0, tmp_path / "b", settings, resume="auto", cache_dir=tmp_path / "cache")
+    (entry,) = [p for p in (tmp_path / "cache").iterdir()]
+    assert "reused_from" not in first and again["reused_from"] == str(entry)
+    assert again["history"] == first["history"] and again["best_checkpoint"] == str(tmp_path / "b" / "best.pt")
+    assert (tmp_path / "b" / "best.pt").stat().st_ino == (entry / "best.pt").stat().st_ino
+    assert (tmp_path / "b" / "metrics.csv").stat().st_ino != (entry / "metrics.csv").stat().st_ino
+    assert (tmp_path / "b" / "metrics.csv").read_text() == (tmp_path / "a" / "metrics.csv").read_text()
