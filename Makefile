@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL := hsnet
 
-.PHONY: setup test demo results bench
+.PHONY: setup test demo results bench gpu-check
 
 setup: $(BIN)/activate
 	$(BIN)/pip install -e ".[dev]"
@@ -25,3 +25,6 @@ bench:
 
 results:
 	$(BIN)/python -m hsnetlib.results --runs runs --out results
+
+gpu-check:  # needs a CUDA GPU; figures go to benchmarks/README.md ("GPU check")
+	$(BIN)/python benchmarks/gpu_check.py --out runs/gpu-check
