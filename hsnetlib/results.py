@@ -112,7 +112,7 @@ CSV_COLUMNS = (
     "paper", "ours", "ci95_low", "ci95_high", "delta_vs_paper", "reference", "paired_delta", "paired_ci95_low",
     "paired_ci95_high", "status", "n_runs", "episodes", "curves", "runs",
 )
-NOT_RUN, MEASURED, NOT_CONVERGED = "not run", "measured", "not converged"
+NOT_RUN, MEASURED, NOT_CONVERGED = "no run", "measured", "not converged"
 
 
 # -- reading runs ----------------------------------------------------------------------------------
@@ -358,7 +358,7 @@ def _paper_row(table: PaperTable, line: dict[str, Any], benchmark: str) -> Paper
 def build_table(table: PaperTable, evals: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
     """The table as one row per line and cell (:data:`CSV_COLUMNS`): the paper's value, ours with its interval,
     ours − paper, the paired difference to the study's reference; lines of the paper without any run keep
-    the paper's values with status "not run"."""
+    the paper's values with status "no run"."""
     selected = _select(evals, table)
     rows: list[dict[str, Any]] = []
     matched: set[int] = set()
@@ -775,7 +775,7 @@ protocol** come from `grids/paper.toml` (real data, ImageNet backbones, 400 px, 
 The CSV files hold the same numbers, one row per line and cell: `section`, `benchmark`, `dataset`,
 `backbone`, `method`, `img_size`, `original_size`, `shot`, `column`, `paper`, `ours`, `ci95_low`,
 `ci95_high`, `delta_vs_paper`, `reference`, `paired_delta`, `paired_ci95_low`, `paired_ci95_high`,
-`status` (`measured`, `not run`, `not converged`), `n_runs`, `episodes`, `curves` (the learning-curve
+`status` (`measured`, `no run`, `not converged`), `n_runs`, `episodes`, `curves` (the learning-curve
 figure of a non-converged cell) and `runs` (run folders, see `runs.csv`).
 """
 
@@ -784,7 +784,7 @@ def readme(runs_dir: str | Path, data: dict[str, pd.DataFrame], written: dict[st
            baselines: pd.DataFrame) -> str:
     """README.md of the results folder: provenance, one line per file (what, produced by, scale), how to read
     the tables, and the tables rendered."""
-    runs = data["runs"]
+    runs, trainings = data["runs"], data["trainings"]
     versions = sorted(set(runs["code_version"].dropna())) if not runs.empty else []
     runs_path = Path(runs_dir).resolve()
     if runs_path.is_relative_to(project_root()):
@@ -817,8 +817,9 @@ def readme(runs_dir: str | Path, data: dict[str, pd.DataFrame], written: dict[st
     for name, path in written["figures"].items():
         study = name.removeprefix("curves_")
         link = f"[{name}.png]({name}.png)" if path is not None else f"{name}.png: no run"
+        source = SOURCES.get(name) or ", ".join(sorted(set(trainings.loc[trainings["study"] == study, "notebook"])))
         lines.append(f"| {link} | {what.get(name, f'learning curves of the {study} study (per-epoch history)')} | "
-                     f"{SOURCES.get(name, f'the {study} notebook')} | |")
+                     f"{source} | |")
     lines += [
         "",
         READING,

@@ -184,12 +184,12 @@ def test_table1_paper_ours_and_delta_side_by_side(out):
     assert mean["ours"] == pytest.approx(61.5) and mean["delta_vs_paper"] == pytest.approx(61.5 - 66.2)
     assert (mean["ci95_low"], mean["ci95_high"]) == pytest.approx((61.0, 62.0))  # 4 folds of ±1: ±sqrt(4)/4
     assert cells[(1, "fbiou")]["ours"] == pytest.approx(71.5) and cells[(1, "fbiou")]["paper"] == 77.6
-    assert cells[(5, "fold3")]["status"] == "not run" and cells[(5, "fold3")]["paper"] == 68.3
-    assert cells[(5, "mean")]["status"] == "not run" and math.isnan(cells[(5, "mean")]["ours"])  # needs every fold
+    assert cells[(5, "fold3")]["status"] == "no run" and cells[(5, "fold3")]["paper"] == 68.3
+    assert cells[(5, "mean")]["status"] == "no run" and math.isnan(cells[(5, "mean")]["ours"])  # needs every fold
     assert cells[(None, "params_M")]["ours"] == pytest.approx(2.587394, rel=1e-5) and cells[(None, "params_M")]["paper"] == 2.6
     assert cells[(1, "fold1")]["runs"] == "paper/eval-1shot"  # not mixed with the ablation's reference
     vgg = _cells(out, "table1", "vgg16", "HSNet")
-    assert {c["status"] for c in vgg.values()} == {"not run"} and vgg[(1, "fold0")]["paper"] == 59.6
+    assert {c["status"] for c in vgg.values()} == {"no run"} and vgg[(1, "fold0")]["paper"] == 59.6
     rows = _md_rows(out, "table1", "resnet101", "HSNet")
     assert rows[0].startswith("| resnet101 | HSNet | 400 | paper | 67.3 | 72.3 |")
     assert "| 60.0 [59.0, 61.0] | 61.0 [60.0, 62.0] |" in rows[1] and "| – |" in rows[1]
@@ -234,7 +234,7 @@ def test_tables_2_3_and_10_shot_a2(out):
     coco = _cells(out, "table2", "resnet50", "HSNet")
     assert coco[(1, "fold2")]["ours"] == 34.0 and coco[(1, "fold2")]["paper"] == 38.7
     assert coco[(1, "mean")]["ours"] == 33.0 and coco[(1, "mean")]["delta_vs_paper"] == pytest.approx(33.0 - 39.2)
-    assert coco[(5, "fbiou")]["status"] == "not run" and math.isnan(coco[(5, "fbiou")]["paper"])  # lost cell
+    assert coco[(5, "fbiou")]["status"] == "no run" and math.isnan(coco[(5, "fbiou")]["paper"])  # lost cell
     assert "| 5-shot FB-IoU |" in (out / "table2.md").read_text()
     assert "n/a" in _md_rows(out, "table2", "resnet50", "HSNet")[0]
     fss = _cells(out, "table3", "resnet50", "HSNet")
@@ -246,7 +246,7 @@ def test_tables_2_3_and_10_shot_a2(out):
     assert [a2[(k, "mean")]["paper"] for k in (1, 5, 10)] == [64.0, 69.5, 70.6]
     assert a2[(10, "mean")]["delta_vs_paper"] == pytest.approx(70.0 - 70.6)
     coco_a2 = pd.read_csv(out / "tableA2.csv").query("dataset == 'coco'")
-    assert list(coco_a2["paper"]) == [39.2, 46.9, 48.7] and list(coco_a2["status"]) == ["measured", "not run", "not run"]
+    assert list(coco_a2["paper"]) == [39.2, 46.9, 48.7] and list(coco_a2["status"]) == ["measured", "no run", "no run"]
     assert coco_a2["ours"].iloc[0] == 33.0  # the COCO-20i evaluations of Table 2 also fill Table A2's 1-shot
 
 
@@ -334,7 +334,8 @@ def test_command_writes_every_file_with_readme_and_run_records(out, runs):
     for key, table in paper.TABLES.items():
         line = next(r for r in readme.splitlines() if r.startswith(f"| [{key}.md]"))
         assert table.title in line and results.SOURCES[key] in line
-    assert "| paper protocol (3 lines), synthetic demo (1 line) |" in readme  # table1's scale
+    assert "| paper protocol (2 lines), synthetic demo (1 line) |" in readme.split("[table1.md]")[1].split("\n")[0]
+    assert "| 04_ablation_pyramid.ipynb | |" in readme.split("[curves_pyramid.png]")[1].split("\n")[0]
     assert "bootstrap 95% interval" in readme and "paired bootstrap 95% interval" in readme
     assert "never compared with the paper" in readme and "mean of N runs" in readme
     assert "## Tables" in readme and "### Table A3" in readme
