@@ -91,6 +91,13 @@ def _row(label: str, benchmark: str, backbone: str, columns: tuple[str, ...], ro
     return PaperRow(label, benchmark, backbone, values, row_value=row_value)
 
 
+def _hsnet_rows(benchmark: str, columns: tuple[str, ...], per_backbone: dict[str, dict[str, list[float | None]]],
+                **common: Any) -> tuple[PaperRow, ...]:
+    """The "HSNet" rows of a table, one per backbone: {backbone: {"one": [...], "five": [...]}}."""
+    return tuple(_row("HSNet", benchmark, backbone, columns, **common, **shots) for backbone, shots in
+                 per_backbone.items())
+
+
 PASCAL_COLUMNS = FOLD_COLUMNS + ("fbiou",)
 
 TABLE1 = PaperTable(
@@ -99,12 +106,11 @@ TABLE1 = PaperTable(
     benchmarks=("pascal",), shots=(1, 5), columns=PASCAL_COLUMNS, model_columns=("params_M",),
     row_field="support_masking", row_labels={True: "HSNet", False: "HSNet† (no support masking)"},
     rows=(
-        _row("HSNet", "pascal", "vgg16", PASCAL_COLUMNS, row_value=True, model={"params_M": 2.6},
-             one=[59.6, 65.7, 59.6, 54.0, 59.7, 73.4], five=[64.9, 69.0, 64.1, 58.6, 64.1, 76.6]),
-        _row("HSNet", "pascal", "resnet50", PASCAL_COLUMNS, row_value=True, model={"params_M": 2.6},
-             one=[64.3, 70.7, 60.3, 60.5, 64.0, 76.7], five=[70.3, 73.2, 67.4, 67.1, 69.5, 80.6]),
-        _row("HSNet", "pascal", "resnet101", PASCAL_COLUMNS, row_value=True, model={"params_M": 2.6},
-             one=[67.3, 72.3, 62.0, 63.1, 66.2, 77.6], five=[71.8, 74.4, 67.0, 68.3, 70.4, 80.6]),
+        *_hsnet_rows("pascal", PASCAL_COLUMNS, {
+            "vgg16": {"one": [59.6, 65.7, 59.6, 54.0, 59.7, 73.4], "five": [64.9, 69.0, 64.1, 58.6, 64.1, 76.6]},
+            "resnet50": {"one": [64.3, 70.7, 60.3, 60.5, 64.0, 76.7], "five": [70.3, 73.2, 67.4, 67.1, 69.5, 80.6]},
+            "resnet101": {"one": [67.3, 72.3, 62.0, 63.1, 66.2, 77.6], "five": [71.8, 74.4, 67.0, 68.3, 70.4, 80.6]},
+        }, row_value=True, model={"params_M": 2.6}),
         _row("HSNet†", "pascal", "resnet101", PASCAL_COLUMNS, row_value=False, model={"params_M": 2.6},
              one=[66.2, 69.5, 53.9, 56.2, 61.5, 72.5], five=[68.9, 71.9, 56.3, 57.9, 63.7, 73.8]),
     ),
@@ -116,12 +122,10 @@ TABLE2 = PaperTable(
     key="table2",
     title="Table 2: COCO-20i, mIoU and FB-IoU",
     benchmarks=("coco",), shots=(1, 5), columns=PASCAL_COLUMNS, ignore_label=None,
-    rows=(
-        _row("HSNet", "coco", "resnet50", PASCAL_COLUMNS,
-             one=[36.3, 43.1, 38.7, 38.7, 39.2, 68.2], five=[43.3, 51.3, 48.2, 45.0, 46.9, None]),
-        _row("HSNet", "coco", "resnet101", PASCAL_COLUMNS,
-             one=[37.2, 44.1, 42.4, 41.3, 41.2, 69.1], five=[45.9, 53.0, 51.8, 47.1, 49.5, None]),
-    ),
+    rows=_hsnet_rows("coco", PASCAL_COLUMNS, {
+        "resnet50": {"one": [36.3, 43.1, 38.7, 38.7, 39.2, 68.2], "five": [43.3, 51.3, 48.2, 45.0, 46.9, None]},
+        "resnet101": {"one": [37.2, 44.1, 42.4, 41.3, 41.2, 69.1], "five": [45.9, 53.0, 51.8, 47.1, 49.5, None]},
+    }),
     notes="5-shot FB-IoU is missing from the paper's markdown transcription (see hsnetlib.paper.MISSING).",
 )
 
@@ -129,11 +133,11 @@ TABLE3 = PaperTable(
     key="table3",
     title="Table 3: FSS-1000, mIoU",
     benchmarks=("fss",), shots=(1, 5), columns=("mean",), ignore_label=None,
-    rows=(
-        _row("HSNet", "fss", "vgg16", ("mean",), one=[82.3], five=[None]),
-        _row("HSNet", "fss", "resnet50", ("mean",), one=[85.5], five=[87.8]),
-        _row("HSNet", "fss", "resnet101", ("mean",), one=[86.5], five=[None]),
-    ),
+    rows=_hsnet_rows("fss", ("mean",), {
+        "vgg16": {"one": [82.3], "five": [None]},
+        "resnet50": {"one": [85.5], "five": [87.8]},
+        "resnet101": {"one": [86.5], "five": [None]},
+    }),
     notes="FSS-1000 has one test split (240 classes): 'mean' is its mIoU. VGG16 and ResNet101 5-shot values "
           "are missing from the paper's markdown transcription (see hsnetlib.paper.MISSING).",
 )
@@ -166,14 +170,11 @@ TABLE_A1 = PaperTable(
     title="Table A1: PASCAL-5i without ignore_label, mIoU and FB-IoU",
     benchmarks=("pascal",), shots=(1, 5), columns=PASCAL_COLUMNS, model_columns=("params_M",),
     ignore_label=False,
-    rows=(
-        _row("HSNet", "pascal", "vgg16", PASCAL_COLUMNS, model={"params_M": 2.6},
-             one=[53.6, 61.7, 55.0, 50.3, 55.2, 70.5], five=[58.3, 64.7, 58.9, 54.6, 59.1, 73.5]),
-        _row("HSNet", "pascal", "resnet50", PASCAL_COLUMNS, model={"params_M": 2.6},
-             one=[57.4, 66.8, 55.8, 56.5, 59.1, 73.8], five=[62.6, 69.2, 62.5, 62.4, 64.2, 77.4]),
-        _row("HSNet", "pascal", "resnet101", PASCAL_COLUMNS, model={"params_M": 2.6},
-             one=[60.1, 67.8, 57.3, 59.0, 61.1, 74.4], five=[63.9, 69.9, 62.0, 63.6, 64.8, 77.1]),
-    ),
+    rows=_hsnet_rows("pascal", PASCAL_COLUMNS, {
+        "vgg16": {"one": [53.6, 61.7, 55.0, 50.3, 55.2, 70.5], "five": [58.3, 64.7, 58.9, 54.6, 59.1, 73.5]},
+        "resnet50": {"one": [57.4, 66.8, 55.8, 56.5, 59.1, 73.8], "five": [62.6, 69.2, 62.5, 62.4, 64.2, 77.4]},
+        "resnet101": {"one": [60.1, 67.8, 57.3, 59.0, 61.1, 74.4], "five": [63.9, 69.9, 62.0, 63.6, 64.8, 77.1]},
+    }, model={"params_M": 2.6}),
     notes="Boundary pixels (255) count as background instead of being ignored.",
 )
 

@@ -568,7 +568,8 @@ def _bars(ax, data: dict[str, pd.DataFrame], columns: list[str], title: str) -> 
     for i, (label, d) in enumerate(data.items()):
         xs = x + (i - (len(data) - 1) / 2) * width
         err = np.abs(np.vstack([d["ours"] - d["ci95_low"], d["ci95_high"] - d["ours"]]))
-        ax.bar(xs, d["ours"], width, yerr=np.nan_to_num(err), capsize=2, label=label)
+        ax.bar(xs, d["ours"], width, yerr=np.nan_to_num(err) if np.isfinite(err).any() else None, capsize=2,
+               label=label)
         for xi, status in zip(xs, d["status"]):
             if status == NOT_CONVERGED:
                 ax.text(xi, 2, "n.c.", ha="center", va="bottom", fontsize=6, rotation=90)
@@ -617,6 +618,7 @@ def _curves(ax, trainings: pd.DataFrame) -> None:
             ax.plot(history["epoch"], history["train_miou"], color=color, linestyle="--", label=f"{t.label} train")
         ax.plot(history["epoch"], history["val_miou"], color=color, marker=".", label=f"{t.label} val{suffix}")
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("mIoU (%)")
     ax.legend(fontsize=6)
 
