@@ -348,11 +348,10 @@ def _profiles_for(profiles: pd.DataFrame, table: PaperTable, backbone: str, img_
     return profiles[keep]
 
 
-def _paper_row(table: PaperTable, line: dict[str, Any], benchmark: str) -> PaperRow | None:
-    if line["section"] != PAPER:
-        return None
-    return next((r for r in table.rows if (r.benchmark, r.backbone) == (benchmark, line["backbone"])
-                 and (table.row_field is None or r.row_value == line["row_value"])), None)
+def _row_index(table: PaperTable, benchmark: str, line: dict[str, Any]) -> int:
+    """Position of the paper's row for a line's benchmark layout, backbone and row value (len(rows): none)."""
+    return next((i for i, r in enumerate(table.rows) if (r.benchmark, r.backbone) == (benchmark, line["backbone"])
+                 and (table.row_field is None or r.row_value == line["row_value"])), len(table.rows))
 
 
 def build_table(table: PaperTable, evals: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
@@ -366,30 +365,27 @@ def build_table(table: PaperTable, evals: pd.DataFrame, profiles: pd.DataFrame) 
     for key, group in groups:
         line = dict(zip(LINE_KEYS, key))
         benchmark = group["benchmark"].iloc[0]
-        paper = _paper_row(table, line, benchmark)
-        matched |= {id(paper)} if paper is not None else set()
+        index = _row_index(table, benchmark, line)
+        paper = table.rows[index] if line["section"] == PAPER and index < len(table.rows) else None
+        matched |= {index} if paper is not None else set()
         method = table.row_labels.get(line["row_value"], paper.label if paper else "HSNet")
         where = f"{table.key}, {line['dataset']} {line['backbone']} {method} {line['img_size']}px"
         cells = {**_line_cells(group, table, where),
                  **_model_cells(group, _profiles_for(profiles, table, line["backbone"], line["img_size"],
                                                      line["row_value"]), table)}
         study = group["study"].iloc[0]
-        rows += _rows(table, line, benchmark, method, paper, cells, curves_figure_name(study))
-    for paper in table.rows:
-        if id(paper) not in matched:
+        rows += _rows(table, line, index, method, paper, cells, curves_figure_name(study))
+    for index, paper in enumerate(table.rows):
+        if index not in matched:
             line = {"section": PAPER, "dataset": paper.benchmark, "backbone": paper.backbone, "pretrained": True,
                     "img_size": 400, "original_size": False, "row_value": paper.row_value}
             cells = {key: _empty_cell() for key in paper.values}
-            rows += _rows(table, line, paper.benchmark, table.row_labels.get(paper.row_value, paper.label), paper,
-                          cells, None)
-    frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "_line"])
-    order = {(r.benchmark, r.backbone, repr(r.row_value)): i for i, r in enumerate(table.rows)}
+            rows += _rows(table, line, index, table.row_labels.get(paper.row_value, paper.label), paper, cells, None)
+    frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "_row"])
     cell_order = {key: i for i, key in enumerate(_cell_keys(table))}
     frame["_section"] = frame["section"].map({PAPER: 0, OTHER: 1, SYNTHETIC: 2})
-    frame["_row"] = [order.get((d.removeprefix("synthetic-"), b, v), len(order))
-                     for d, b, v in zip(frame["dataset"], frame["backbone"], frame["_line"])]
     frame["_cell"] = [cell_order[(s if not pd.isna(s) else None, c)] for s, c in zip(frame["shot"], frame["column"])]
-    frame = frame.sort_values(["_section", "dataset", "_row", "backbone", "img_size", "original_size", "_cell"],
+    frame = frame.sort_values(["_section", "_row", "dataset", "backbone", "img_size", "original_size", "_cell"],
                               kind="stable")
     frame["shot"] = frame["shot"].astype("Int64")
     return frame[list(CSV_COLUMNS)].reset_index(drop=True)
@@ -399,9 +395,9 @@ def _cell_keys(table: PaperTable) -> list[tuple[int | None, str]]:
     return [(s, c) for s in table.shots for c in table.columns] + [(None, c) for c in table.model_columns]
 
 
-def _rows(table: PaperTable, line: dict[str, Any], benchmark: str, method: str, paper: PaperRow | None,
+def _rows(table: PaperTable, line: dict[str, Any], index: int, method: str, paper: PaperRow | None,
           cells: dict[tuple[int | None, str], dict[str, Any]], curves: str | None) -> list[dict[str, Any]]:
-    """The CSV rows of one line, one per cell of the table."""
+    """The CSV rows of one line, one per cell of the table (index: the line's place in the paper's row order)."""
     if not line["pretrained"]:
         method += " (random-init backbone)"
     out = []
@@ -417,7 +413,7 @@ def _rows(table: PaperTable, line: dict[str, Any], benchmark: str, method: str, 
                                     "paired_ci95_low", "paired_ci95_high", "status", "n_runs", "episodes")},
             "delta_vs_paper": cell["ours"] - published if line["section"] == PAPER else np.nan,
             "curves": f"{curves}.png" if cell["status"] == NOT_CONVERGED else None,
-            "runs": " ".join(cell["runs"]), "_line": repr(line["row_value"]),
+            "runs": " ".join(cell["runs"]), "_row": index,
         })
     return out
 
@@ -472,10 +468,10 @@ def _line_rows(table: PaperTable, cells: pd.DataFrame, refs: dict[str, int]) -> 
     """The markdown rows of one line: paper, ours, Δ ours − paper, Δ vs the reference (paired)."""
     first = cells.iloc[0]
     img = f"{first['img_size']}" + (" (original size)" if first["original_size"] else "")
-    head = [first["backbone"], first["method"], img]
+    head = [BENCHMARK_LABELS.get(first["dataset"], first["dataset"]), first["backbone"], first["method"], img]
     ran = (cells["status"] != NOT_RUN).any()
     rows = []
-    if first["section"] == PAPER:
+    if cells["paper"].notna().any():
         label = "paper" if ran else "paper (not run here)"
         rows.append([label, *["n/a" if math.isnan(v) else _number(v, c) for v, c in
                               zip(cells["paper"], cells["column"])], ""])
@@ -490,7 +486,7 @@ def _line_rows(table: PaperTable, cells: pd.DataFrame, refs: dict[str, int]) -> 
         if any(paired):
             reference = cells["reference"].dropna().iloc[0]
             rows.append([f"Δ vs {table.row_labels.get(reference, reference)}, paired", *paired, ""])
-    return [(head if i == 0 else ["", "", ""]) + row for i, row in enumerate(rows)]
+    return [(head if i == 0 else [""] * len(head)) + row for i, row in enumerate(rows)]
 
 
 def _line_groups(frame: pd.DataFrame) -> list[pd.DataFrame]:
@@ -511,7 +507,7 @@ def render_markdown(table: PaperTable, frame: pd.DataFrame, runs: pd.DataFrame) 
     """The table as markdown: per section a table whose lines read as paper / ours / Δ rows (see the module
     docstring), the notes, and the run records behind the ``ours`` rows."""
     keys = _cell_keys(table)
-    header = ["backbone", "method", "img", ""] + [
+    header = ["data", "backbone", "method", "img", ""] + [
         (f"{shot}-shot " if shot else "") + COLUMN_LABELS[column] for shot, column in keys] + ["runs"]
     used = [r for rs in frame["runs"] for r in rs.split()] if not frame.empty else []
     refs = {run: i + 1 for i, run in enumerate(dict.fromkeys(used))}

@@ -41,7 +41,8 @@ def test_tables_agree_where_the_paper_repeats_a_number():
     assert [t["tableA2"].rows[0].values[(s, "mean")] for s in (1, 5)] == [64.0, 69.5]
     assert t["table1"].rows[1].values[(1, "mean")] == 64.0 and t["table2"].rows[0].values[(5, "mean")] == 46.9
     assert t["tableA2"].rows[1].values[(1, "mean")] == t["table2"].rows[0].values[(1, "mean")]
-    assert t["table4"].rows[0].values[(None, "gflops")] == 702.35 and t["tableA1"].rows[2].values[(None, "params_M")] == 2.6
+    assert t["table4"].rows[0].values[(None, "gflops")] == 702.35
+    assert t["tableA1"].rows[2].values[(None, "params_M")] == 2.6
 
 
 def test_missing_cells_are_none_and_listed():
@@ -158,18 +159,22 @@ def out(runs, tmp_path_factory):
     return out
 
 
-def _cells(out, key, backbone, method, section=results.PAPER):
-    frame = pd.read_csv(out / f"{key}.csv", keep_default_na=True)
-    hit = frame[(frame["backbone"] == backbone) & (frame["method"] == method) & (frame["section"] == section)]
-    assert len(hit), (key, backbone, method, section)
+def _cells(out, key, backbone, method, section=results.PAPER, dataset="pascal"):
+    """{(shot, column): CSV row} of one line of a table (the paper protocol on PASCAL-5i by default)."""
+    frame = pd.read_csv(out / f"{key}.csv")
+    if section == results.SYNTHETIC:
+        dataset = "synthetic-" + dataset
+    hit = frame[(frame["backbone"] == backbone) & (frame["method"] == method) & (frame["section"] == section)
+                & (frame["dataset"] == dataset)]
+    assert len(hit) and not hit.duplicated(["shot", "column"]).any(), hit  # exactly one line
     return {(None if pd.isna(s) else int(s), c): row for s, c, (_, row) in zip(hit["shot"], hit["column"],
                                                                               hit.iterrows())}
 
 
-def _md_rows(out, key, backbone, method):
-    """The markdown rows of the first line of `backbone` and `method` (up to the next line)."""
+def _md_rows(out, key, backbone, method, data="PASCAL-5i"):
+    """The markdown rows of the first line of `backbone` and `method` on `data` (up to the next line)."""
     lines = (out / f"{key}.md").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {backbone} | {method} |"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {data} | {backbone} | {method} |"))
     end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("|  |")), len(lines))
     return lines[start:end]
 
@@ -186,16 +191,17 @@ def test_table1_paper_ours_and_delta_side_by_side(out):
     assert cells[(1, "fbiou")]["ours"] == pytest.approx(71.5) and cells[(1, "fbiou")]["paper"] == 77.6
     assert cells[(5, "fold3")]["status"] == "no run" and cells[(5, "fold3")]["paper"] == 68.3
     assert cells[(5, "mean")]["status"] == "no run" and math.isnan(cells[(5, "mean")]["ours"])  # needs every fold
-    assert cells[(None, "params_M")]["ours"] == pytest.approx(2.587394, rel=1e-5) and cells[(None, "params_M")]["paper"] == 2.6
+    params = cells[(None, "params_M")]
+    assert params["ours"] == pytest.approx(2.587394, rel=1e-5) and params["paper"] == 2.6
     assert cells[(1, "fold1")]["runs"] == "paper/eval-1shot"  # not mixed with the ablation's reference
     vgg = _cells(out, "table1", "vgg16", "HSNet")
     assert {c["status"] for c in vgg.values()} == {"no run"} and vgg[(1, "fold0")]["paper"] == 59.6
     rows = _md_rows(out, "table1", "resnet101", "HSNet")
-    assert rows[0].startswith("| resnet101 | HSNet | 400 | paper | 67.3 | 72.3 |")
+    assert rows[0].startswith("| PASCAL-5i | resnet101 | HSNet | 400 | paper | 67.3 | 72.3 |")
     assert "| 60.0 [59.0, 61.0] | 61.0 [60.0, 62.0] |" in rows[1] and "| – |" in rows[1]
-    assert rows[2].startswith("|  |  |  | Δ ours − paper | -7.3 | -11.3 | 0.0 | -0.1 | -4.7 |")
+    assert rows[2].startswith("|  |  |  |  | Δ ours − paper | -7.3 | -11.3 | 0.0 | -0.1 | -4.7 |")
     md = (out / "table1.md").read_text()
-    assert "| vgg16 | HSNet | 400 | paper (not run here) | 59.6 | 65.7 |" in md and "no run (" not in md
+    assert "| PASCAL-5i | vgg16 | HSNet | 400 | paper (not run here) | 59.6 | 65.7 |" in md and "no run (" not in md
 
 
 def test_several_runs_of_a_cell_are_averaged_and_said_so(out):
@@ -225,19 +231,19 @@ def test_runs_at_different_image_sizes_are_separate_lines(tmp_path):
     _rec(runs, "a", _eval(0, 1, 60.0, img_size=400))
     _rec(runs, "b", _eval(0, 1, 50.0, img_size=200))
     frame = results.build_table(paper.TABLES["table1"], results.collect(runs)["evaluations"], pd.DataFrame())
-    fold0 = frame[(frame["method"] == "HSNet") & (frame["backbone"] == "resnet101") & (frame["shot"] == 1) & (frame["column"] == "fold0")]
+    fold0 = frame.query("method == 'HSNet' and backbone == 'resnet101' and shot == 1 and column == 'fold0'")
     assert dict(zip(fold0["img_size"], fold0["ours"])) == {400: 60.0, 200: 50.0}
     assert set(fold0["n_runs"]) == {1} and set(fold0["paper"]) == {67.3}
 
 
 def test_tables_2_3_and_10_shot_a2(out):
-    coco = _cells(out, "table2", "resnet50", "HSNet")
+    coco = _cells(out, "table2", "resnet50", "HSNet", dataset="coco")
     assert coco[(1, "fold2")]["ours"] == 34.0 and coco[(1, "fold2")]["paper"] == 38.7
     assert coco[(1, "mean")]["ours"] == 33.0 and coco[(1, "mean")]["delta_vs_paper"] == pytest.approx(33.0 - 39.2)
     assert coco[(5, "fbiou")]["status"] == "no run" and math.isnan(coco[(5, "fbiou")]["paper"])  # lost cell
     assert "| 5-shot FB-IoU |" in (out / "table2.md").read_text()
-    assert "n/a" in _md_rows(out, "table2", "resnet50", "HSNet")[0]
-    fss = _cells(out, "table3", "resnet50", "HSNet")
+    assert "n/a" in _md_rows(out, "table2", "resnet50", "HSNet", "COCO-20i")[0]
+    fss = _cells(out, "table3", "resnet50", "HSNet", dataset="fss")
     assert fss[(1, "mean")]["ours"] == 80.0 and fss[(1, "mean")]["paper"] == 85.5
     assert fss[(1, "mean")]["episodes"] == 2400 and (fss[(1, "mean")]["ci95_low"], fss[(1, "mean")]["ci95_high"]) \
         == (79.0, 81.0)
@@ -248,6 +254,10 @@ def test_tables_2_3_and_10_shot_a2(out):
     coco_a2 = pd.read_csv(out / "tableA2.csv").query("dataset == 'coco'")
     assert list(coco_a2["paper"]) == [39.2, 46.9, 48.7] and list(coco_a2["status"]) == ["measured", "no run", "no run"]
     assert coco_a2["ours"].iloc[0] == 33.0  # the COCO-20i evaluations of Table 2 also fill Table A2's 1-shot
+    md = (out / "tableA2.md").read_text()
+    assert md.index("| PASCAL-5i | resnet50 |") < md.index("| COCO-20i | resnet50 |")  # the paper's row order
+    r101 = _md_rows(out, "tableA2", "resnet101", "HSNet")  # a line the paper does not have: no paper row, no Δ
+    assert len(r101) == 1 and "| 400 | ours, 1000 episodes | 61.5 [61.0, 62.0] | – | – |" in r101[0]
 
 
 def test_ablation_paired_difference_and_not_converged(out):
@@ -258,7 +268,7 @@ def test_ablation_paired_difference_and_not_converged(out):
     mean = shallow[(1, "mean")]
     assert mean["paired_delta"] == pytest.approx(-11.5) and mean["paired_ci95_low"] == pytest.approx(-11.75)
     rows = _md_rows(out, "tableA3", "resnet101", "C_p^shallow")
-    assert rows[3].startswith("|  |  |  | Δ vs C_p (ours), paired | -10.0 [-10.5, -9.5] | -11.0 [-11.5, -10.5] |")
+    assert rows[3].startswith("|  |  |  |  | Δ vs C_p (ours), paired | -10.0 [-10.5, -9.5] | -11.0 [-11.5, -10.5] |")
     deep = _cells(out, "tableA3", "resnet101", "C_p^deep")
     assert {deep[(1, c)]["status"] for c in paper.FOLD_COLUMNS} == {"not converged"}
     assert math.isnan(deep[(1, "fold0")]["ours"]) and deep[(1, "fold0")]["curves"] == "curves_hypercorrelation.png"
@@ -293,7 +303,7 @@ def test_synthetic_lines_are_labelled_and_never_compared(out):
     assert all(math.isnan(c["paper"]) and math.isnan(c["delta_vs_paper"]) for c in synth.values())
     md = (out / "table1.md").read_text()
     demo = md[md.index("**Synthetic demo**"):md.index("Cells:")]
-    assert "| resnet50 | HSNet (random-init backbone) | 96 | ours, 200 episodes |" in demo
+    assert "| synthetic-pascal | resnet50 | HSNet (random-init backbone) | 96 | ours, 200 episodes |" in demo
     assert "paper" not in demo.split("\n", 1)[1].split("| runs |")[1] and "Δ" not in demo
     base = pd.read_csv(out / "baselines.csv")
     assert len(base) == 4 and (base["margin_miou"] == 25.0).all() and base["benchmark"].str.contains("synthetic").all()
