@@ -28,6 +28,8 @@ and writes into ``--out``:
   4D layers per block, and the variants' validation curves; ``fig10.png``: training / validation
   mIoU per epoch, frozen vs. fine-tuned backbone, per fold; ``curves_<study>.png``: the learning
   curves of every other study with trainings. A figure without any run is not drawn.
+* ``runs.csv``: every run record read (run folder, notebook, seed, checkpoints with their sha256, code
+  version, device, parameters as JSON): what the tables' ``runs`` name.
 * ``README.md``: what each file holds, which notebook and grid produce it, how to read it, and the
   tables rendered.
 
@@ -144,10 +146,10 @@ def _model_columns(model: dict[str, Any] | None) -> dict[str, Any]:
 def _provenance(run: str, record: dict[str, Any]) -> dict[str, Any]:
     """Where a run record came from: notebook, parameters, seed, checkpoint, code version, device."""
     provenance = record.get("provenance", {})
-    checkpoint = record.get("checkpoint") or {}
+    checkpoints = {"": record.get("checkpoint"), **(record.get("checkpoints") or {})}
     return {"run": run, "notebook": record.get("notebook"), "seed": record.get("seed"),
-            "checkpoint": checkpoint.get("path"), "checkpoint_sha256": checkpoint.get("sha256"),
-            "checkpoints": " ".join(f"{k}={v['path']}" for k, v in (record.get("checkpoints") or {}).items()),
+            "checkpoints": "; ".join(f"{name + ': ' if name else ''}{c['path']} (sha256 {c['sha256'][:12]})"
+                                     for name, c in checkpoints.items() if c),
             "code_version": provenance.get("code_version"), "device": provenance.get("device"),
             "parameters": json.dumps(record.get("parameters", {}), sort_keys=True)}
 
@@ -496,11 +498,9 @@ def _line_groups(frame: pd.DataFrame) -> list[pd.DataFrame]:
 
 
 def _run_note(number: int, run: pd.Series) -> str:
-    checkpoint = "none" if not run["checkpoint"] else (
-        f"`{run['checkpoint']}` (sha256 {str(run['checkpoint_sha256'])[:12]})")
     parameters = ", ".join(f"{k}={v!r}" for k, v in json.loads(run["parameters"]).items())
-    return (f"[{number}] `{run['run']}`: {run['notebook']}, seed {run['seed']}, checkpoint {checkpoint}, "
-            f"code {run['code_version']}, device {run['device']}; parameters: {parameters}")
+    return (f"[{number}] `{run['run']}`: {run['notebook']}, seed {run['seed']}, "
+            f"checkpoints {run['checkpoints'] or 'none'}, code {run['code_version']}, device {run['device']}; parameters: {parameters}")
 
 
 def render_markdown(table: PaperTable, frame: pd.DataFrame, runs: pd.DataFrame) -> str:

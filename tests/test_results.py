@@ -99,7 +99,9 @@ def runs(tmp_path_factory):
     checkpoint.write_bytes(b"weights")
 
     def rec(name, notebook="02_evaluate.ipynb", seed=0, **sections):
-        write_run_record(runs / name, notebook, {"fold": 0, "nshot": 1}, sections, checkpoint=checkpoint, seed=seed)
+        write_run_record(runs / name, notebook, {"fold": 0, "nshot": 1}, sections, seed=seed,
+                         **({"checkpoint": checkpoint} if notebook == "02_evaluate.ipynb" else
+                            {"checkpoints": {"full": checkpoint}}))
 
     # Table 1, ResNet101: 1-shot on every fold, 5-shot on folds 0-2, a second seed of 5-shot fold 0
     rec("paper/eval-1shot", evaluations=[_eval(f, 1, 60.0 + f) for f in range(4)])
@@ -361,7 +363,8 @@ def test_command_writes_every_file_with_readme_and_run_records(out, runs):
         md = (out / f"{key}.md").read_text()
         for run in named:
             note = next(line for line in md.splitlines() if f"`{run}`:" in line)
-            assert "seed " in note and "checkpoint `" in note and "sha256 " in note and "code " in note
+            assert "seed " in note and f"checkpoints {'full: ' * ('evaluate' not in note)}{runs / 'best.pt'} " \
+                "(sha256 " in note and "code " in note
             assert "parameters: fold=0, nshot=1" in note
     a3 = (out / "tableA3.md").read_text()
     assert "03_ablation_hypercorrelation.ipynb" in a3 and "| [1] |" in a3
