@@ -450,10 +450,10 @@ def _paired_text(cell: pd.Series) -> str:
 
 
 def _ours_label(cells: pd.DataFrame) -> str:
-    """"ours", with the episodes per cell, "mean of N runs" where cells average several runs, and where a
-    training did not converge the figure with its learning curves."""
+    """"ours" ("synthetic demo" in that section), with the episodes per cell, "mean of N runs" where cells
+    average several runs, and where a training did not converge the figure with its learning curves."""
     measured = cells[(cells["status"] != NOT_RUN) & cells["shot"].notna()]
-    label = "ours"
+    label = "synthetic demo" if cells["section"].iloc[0] == SYNTHETIC else "ours"
     episodes = sorted(set(measured["episodes"].dropna()), key=lambda e: int(e.split("/")[0]))
     if episodes:
         label += f", {'/'.join(episodes)} episodes"
@@ -745,8 +745,8 @@ scoring size; in markdown it reads as rows:
 
 * `paper`: the published value (`n/a`: lost from the paper's markdown transcription, see
   `hsnetlib.paper.MISSING`); `paper (not run here)`: no run of ours behind the line at all.
-* `ours`: our mIoU (%) with its **bootstrap 95% interval** in brackets (resampling the test
-  episodes of the run; `hsnetlib.metrics.bootstrap_miou`). The row label says how many test
+* `ours` (`synthetic demo` in the demo's tables): our mIoU (%) with its **bootstrap 95% interval**
+  in brackets (resampling the test episodes of the run; `hsnetlib.metrics.bootstrap_miou`). The row label says how many test
   episodes each cell scored and, where a cell averages several runs (e.g. seeds), "mean of N runs".
   Runs are only averaged when they scored the same number of episodes (otherwise the command stops
   and names them); runs at different image sizes are separate lines. The interval of a mean (over

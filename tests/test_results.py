@@ -305,7 +305,7 @@ def test_synthetic_lines_are_labelled_and_never_compared(out):
     assert all(math.isnan(c["paper"]) and math.isnan(c["delta_vs_paper"]) for c in synth.values())
     md = (out / "table1.md").read_text()
     demo = md[md.index("**Synthetic demo**"):md.index("Cells:")]
-    assert "| synthetic-pascal | resnet50 | HSNet (random-init backbone) | 96 | ours, 200 episodes |" in demo
+    assert "| synthetic-pascal | resnet50 | HSNet (random-init backbone) | 96 | synthetic demo, 200 episodes |" in demo
     assert "paper" not in demo.split("\n", 1)[1].split("| runs |")[1] and "Δ" not in demo
     base = pd.read_csv(out / "baselines.csv")
     assert len(base) == 4 and (base["margin_miou"] == 25.0).all() and base["benchmark"].str.contains("synthetic").all()
