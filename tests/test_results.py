@@ -108,6 +108,7 @@ def runs(tmp_path_factory):
     rec("paper/eval-5shot", evaluations=[_eval(f, 5, 70.0 + f) for f in range(3)])
     rec("paper/eval-5shot-seed1", seed=1, evaluations=[_eval(0, 5, 72.0, half=2.0)])
     rec("paper/noignore", evaluations=[_eval(0, 1, 55.0, ignore_label=False)])
+    rec("paper/random-init", evaluations=[_eval(0, 1, 20.0, {**R101, "weights": None})])
     # Table 2 (COCO-20i, ResNet50), Table 3 (FSS-1000), Table A2 (10-shot)
     rec("paper/coco", evaluations=[_eval(f, 1, 30.0 + 2 * f, model=R50, dataset="coco") for f in range(4)])
     rec("paper/fss", evaluations=[_eval(0, 1, 80.0, model=R50, dataset="fss", episodes=2400)])
@@ -303,7 +304,10 @@ def test_synthetic_lines_are_labelled_and_never_compared(out):
     synth = _cells(out, "table1", "resnet50", "HSNet (random-init backbone)", section=results.SYNTHETIC)
     assert synth[(1, "mean")]["ours"] == 45.0 and "synthetic demo" in synth[(1, "mean")]["benchmark"]
     assert all(math.isnan(c["paper"]) and math.isnan(c["delta_vs_paper"]) for c in synth.values())
+    other = _cells(out, "table1", "resnet101", "HSNet (random-init backbone)", section=results.OTHER)[(1, "fold0")]
+    assert other["ours"] == 20.0 and math.isnan(other["paper"]) and math.isnan(other["delta_vs_paper"])
     md = (out / "table1.md").read_text()
+    assert md.index("**Paper protocol**") < md.index("**Not the paper's setting**") < md.index("**Synthetic demo**")
     demo = md[md.index("**Synthetic demo**"):md.index("Cells:")]
     assert "| synthetic-pascal | resnet50 | HSNet (random-init backbone) | 96 | synthetic demo, 200 episodes |" in demo
     assert "paper" not in demo.split("\n", 1)[1].split("| runs |")[1] and "Δ" not in demo
@@ -346,7 +350,7 @@ def test_command_writes_every_file_with_readme_and_run_records(out, runs):
     for key, table in paper.TABLES.items():
         line = next(r for r in readme.splitlines() if r.startswith(f"| [{key}.md]"))
         assert table.title in line and results.SOURCES[key] in line
-    assert "| paper protocol (2 lines), synthetic demo (1 line) |" in readme.split("[table1.md]")[1].split("\n")[0]
+    assert "| paper protocol (2 lines), not the paper's setting (1 line), synthetic demo (1 line) |" in readme.split("[table1.md]")[1].split("\n")[0]
     assert "| 04_ablation_pyramid.ipynb | |" in readme.split("[curves_pyramid.png]")[1].split("\n")[0]
     assert "bootstrap 95% interval" in readme and "paired bootstrap 95% interval" in readme
     assert "never compared with the paper" in readme and "mean of N runs" in readme
