@@ -378,3 +378,13 @@ def test_missing_runs_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         results.collect(tmp_path / "nope")
     assert results.main(["--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_no_runs_gives_the_paper_alone(tmp_path):
+    (tmp_path / "runs").mkdir()
+    written = results.write_results(tmp_path / "runs", tmp_path / "out")
+    assert all(p is None for p in written["figures"].values()) and not list((tmp_path / "out").glob("*.png"))
+    t1 = written["tables"]["table1"]
+    assert set(t1["status"]) == {"no run"} and t1["paper"].notna().all()
+    md = (tmp_path / "out" / "table1.md").read_text()
+    assert md.count("paper (not run here)") == 4 and "Run records" not in md and "**Synthetic demo**" not in md
