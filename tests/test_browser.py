@@ -82,7 +82,7 @@ def chromium() -> Path:
     """Debian's chromium, installed with apt-get when running as root (a fresh CI machine)."""
     if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run("apt-get update && apt-get install -y --no-install-recommends chromium",
+        subprocess.run("apt-get update && apt-get install -y chromium",
                        shell=True, check=True, env=env, stdout=subprocess.DEVNULL)
     if not CHROMIUM.exists():
         _unavailable(f"{CHROMIUM} missing: install Debian's chromium package (apt-get install chromium)")
@@ -167,32 +167,35 @@ def browser():
 
 @contextlib.contextmanager
 def screenshot_on_failure(page, path: Path):
-    """On any failure inside, save what the page shows (the first error output scrolled into view)."""
+    """On any failure inside, save what the page shows, scrolled to the last cell run (where a run stopped)."""
     try:
         yield
     except BaseException:
         with contextlib.suppress(Exception):
-            error = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]')
-            if error.count():
-                error.first.scroll_into_view_if_needed(timeout=2000)
+            page.locator(".jp-NotebookPanel .jp-CodeCell", has=page.locator(".jp-InputPrompt", has_text=re.compile(
+                r"\[[\d*]+\]"))).last.scroll_into_view_if_needed(timeout=2000)
             page.screenshot(path=str(path))
             print(f"screenshot of the page: {path}")
         raise
 
 
 @pytest.fixture
-def page(browser):
-    """A fresh browser tab."""
+def page(browser, jupyterlab):
+    """A fresh browser tab; afterwards the notebooks it opened are closed on the server (kernels shut down)."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     yield page
     page.close()
+    base, token, _ = jupyterlab
+    for session in _api(base, token, "/api/sessions"):
+        _api(base, token, f"/api/sessions/{session['id']}", method="DELETE")
 
 
 def run_all_cells(page, jupyterlab, name: str) -> tuple[dict, nbformat.NotebookNode]:
     """Open notebook `name` of the served folder, wait for its kernel, Run > Run All Cells, wait until the
     run is over, save it: the notebook's state as read from the page, and the saved notebook."""
     base, token, _ = jupyterlab
-    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    # a workspace of its own: JupyterLab would otherwise reopen the notebooks of earlier tabs
+    page.goto(f"{base}/lab/workspaces/{secrets.token_hex(8)}/tree/{name}?token={token}")
     page.wait_for_function(KERNEL_READY_JS, timeout=SERVER_START_TIMEOUT_S * 1000, polling=250)
     state = page.evaluate(NOTEBOOK_STATE_JS)
     assert not state["dialogs"], f"a dialog instead of the notebook's kernel: {state['dialogs']}"
