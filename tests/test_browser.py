@@ -208,7 +208,9 @@ def run_all_cells(page, jupyterlab, name: str) -> tuple[dict, nbformat.NotebookN
     assert state["kernel_name"] == KERNEL_DISPLAY_NAME  # the notebook toolbar's
     page.keyboard.press("Control+S")  # save, to read the outputs' types (the page draws errors as stderr)
     page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current:not(.jp-mod-dirty)").wait_for(timeout=10_000)
-    return state, nbformat.read(jupyterlab[2] / name, as_version=4)
+    saved = nbformat.read(jupyterlab[2] / name, as_version=4)
+    assert saved.metadata.kernelspec.name == suite.KERNEL_NAME
+    return state, saved
 
 
 def error_outputs(cells) -> list[str]:
@@ -228,7 +230,8 @@ def test_notebook_runs_in_jupyterlab(page, jupyterlab, tmp_path):
         state, saved = run_all_cells(page, jupyterlab, NOTEBOOK)
         code = [cell for cell in saved.cells if cell.cell_type == "code"]
         assert len(code) == sum(cell.cell_type == "code" for cell in notebook.cells)
-        assert not error_outputs(code), "error outputs:\n" + "\n".join(error_outputs(code))
+        errors = error_outputs(code)
+        assert not errors, "error outputs:\n" + "\n".join(errors)
         assert all(cell.execution_count for cell in code), f"cells not run: {state['prompts']}"
         assert not any("IProgress not found" in text for text in state["outputs"])
         assert not any(re.search(r"\d+%\|", text) for text in state["stderr"]), "text progress bars, not widgets"
