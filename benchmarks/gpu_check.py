@@ -103,26 +103,33 @@ def agreement(size: int) -> list[dict]:
 
 
 @torch.no_grad()
-def golden_agreement() -> list[dict]:
-    """CUDA logits against the authors' model (tests/golden/), when the project's golden recipe is there."""
+def golden_agreement(workdir: Path) -> list[dict]:
+    """CUDA logits and votes against the authors' model (tests/golden/), through a released-layout checkpoint."""
     tests = Path(__file__).resolve().parent.parent / "tests"
     if not (tests / "golden").is_dir():
         return []
     sys.path.insert(0, str(tests))
-    from golden_recipe import golden_cases  # the recipe of shared/reference/golden/README.md
+    import numpy as np
+    import test_golden as golden  # the recipe of tests/golden/README.md
 
+    query, supports, masks = (t.cuda() for t in golden.recipe_episode())
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     rows = []
-    for case in golden_cases():
-        model = case.model().cuda().eval()
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        logits = model(case.query.cuda(), case.supports[:, 0].cuda(), case.masks[:, 0].cuda()).cpu()
-        vote = model.predict_mask(case.query.cuda(), case.supports.cuda(), case.masks.cuda()).cpu()
-        decided = case.decided.bool()
-        row = {"backbone": case.backbone, "golden_rel": relative(logits, case.logits),
-               "golden_vote_equal_decided": bool((vote == case.vote)[decided].all())}
+    for backbone in golden.BACKBONES:
+        path = workdir / f"golden_{backbone}.pt"
+        torch.save({f"module.{k}": v for k, v in golden.recipe_state_dict(backbone).items()}, path)
+        model = HSNet.from_official_checkpoint(path).cuda().eval()
+        with np.load(golden.GOLDEN / f"{backbone}_{golden.SIZE}px.npz") as npz:
+            ref = {k: torch.from_numpy(v) for k, v in npz.items()}
+        logits = model(query, supports[:, 0], masks[:, 0]).cpu()
+        vote = model.predict_mask(query, supports, masks).cpu()
+        decided = ref["decided_3shot"].bool()
+        row = {"backbone": backbone, "golden_rel": relative(logits, ref["logits_1shot"]),
+               "golden_vote_equal_decided": bool((vote == ref["mask_3shot"].long())[decided].all())}
         row["ok"] = row["golden_rel"] < LOGIT_TOL and row["golden_vote_equal_decided"]
         rows.append(row)
         print(json.dumps(row), flush=True)
+        path.unlink()
     return rows
 
 
@@ -264,13 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     report = {"env": env_info("cuda")}
     print(json.dumps(report["env"]), flush=True)
     report["agreement"] = agreement(args.img_size)
-    report["golden"] = golden_agreement()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report["golden"] = golden_agreement(out)
     report["train"] = training(args.img_size, args.steps, tuple(args.train_backbones))
     report["inference"] = inference(args.img_size, args.repeats)
     report["ddp"] = ddp_check()
     report["seconds"] = time.perf_counter() - start
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
     (out / "gpu_check.md").write_text(text + "\n")
