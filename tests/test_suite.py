@@ -105,7 +105,7 @@ parameters = { value = 7 }
     summary = pd.read_csv(runs / "toy" / "summary.csv")
     assert summary.set_index("run")["status"].to_dict() == {"bad": "failed", "blocked": "blocked", "ok": "done"}
     assert "RuntimeError: boom on purpose" in summary.set_index("run").loc["bad", "detail"]
-    assert "value=7" in out and "failed or blocked" in out
+    assert "value=7" in out and "failed, blocked or not started" in out
     # the failed run's executed notebook keeps the error; it wrote no record
     executed = nbformat.read(runs / "toy" / "bad" / "toy.ipynb", as_version=4)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
