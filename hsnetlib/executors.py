@@ -244,7 +244,9 @@ def _slurm_states(grid: Grid, grid_dir: Path) -> dict[str, dict[str, Any]]:
         if (out_dir / METRICS_FILE).is_file() and state.get("status", "done") == "done":
             state.update(status="done", detail=state.get("detail") or suite.headline(out_dir / METRICS_FILE))
         elif not state:
-            state = {"status": "pending"}
+            failed_needs = [n for n in run.needs if result.get(n, {}).get("status") in ("failed", "blocked")]
+            state = {"status": "blocked", "detail": f"needs {', '.join(failed_needs)}"} if failed_needs \
+                else {"status": "pending"}
         elif state.get("executor") == "slurm" and state.get("job_id") in queue:
             slurm_state, reason, node = queue[state["job_id"]]
             if slurm_state == "PENDING":
