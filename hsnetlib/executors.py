@@ -198,6 +198,11 @@ def submit_slurm(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outc
     done = {r.name for r in grid.runs if r not in todo and (r.out_dir(grid_dir) / METRICS_FILE).is_file()}
     jobs = {r.name: s["job_id"] for r in grid.runs if (s := states[r.name])["status"] in ACTIVE and s.get("job_id")}
     outcomes, bad = list(decided), {o.run for o in decided if o.status == "failed"}
+    untimed = [r.name for r in todo if r.resources.time is None]
+    if untimed:
+        raise suite.GridError(f"{grid.path}: run(s) {', '.join(untimed)} have no resources time (minutes), which "
+                              "Slurm jobs need (submitit's requeue on a time limit counts on it): set it in "
+                              "[resources] or the run's resources")
     for run in todo:
         out_dir = run.out_dir(grid_dir)
         if run.name in jobs:
@@ -214,7 +219,7 @@ def submit_slurm(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outc
         jobs[run.name] = job.job_id
         suite.update_state(out_dir, status="queued", executor="slurm", job_id=job.job_id, notebook=run.notebook,
                            parameters=run.parameters, submitted_at=suite.now(), started_at=None, finished_at=None,
-                           detail="", log=str(job.paths.stdout))
+                           cancelled=False, detail="", log=str(job.paths.stdout))
         outcomes.append(Outcome(run.name, run.notebook, "queued", detail=f"job {job.job_id}"))
         print(f"submitted {run.name}: job {job.job_id}", flush=True)
     return outcomes
@@ -247,7 +252,7 @@ def _slurm_states(grid: Grid, grid_dir: Path) -> dict[str, dict[str, Any]]:
             failed_needs = [n for n in run.needs if result.get(n, {}).get("status") in ("failed", "blocked")]
             state = {"status": "blocked", "detail": f"needs {', '.join(failed_needs)}"} if failed_needs \
                 else {"status": "pending"}
-        elif state.get("executor") == "slurm" and state.get("job_id") in queue:
+        elif state.get("executor") == "slurm" and state.get("job_id") in queue and not state.get("cancelled"):
             slurm_state, reason, node = queue[state["job_id"]]
             if slurm_state == "PENDING":
                 state.update(status="blocked" if reason == "DependencyNeverSatisfied" else "queued", detail=reason)
@@ -296,5 +301,10 @@ def cancel(grid: Grid, grid_dir: Path, only: str | None = None) -> list[str]:
     if chosen:
         subprocess.run(["scancel", *[states[r.name]["job_id"] for r in chosen]], check=True)
     for run in chosen:
-        suite.update_state(run.out_dir(grid_dir), status="failed", finished_at=suite.now(), detail="cancelled")
+        if states[run.name]["status"] == "blocked":  # stays blocked: what it needs failed
+            suite.update_state(run.out_dir(grid_dir), status="blocked", cancelled=True,
+                               detail=states[run.name].get("detail", ""))
+        else:
+            suite.update_state(run.out_dir(grid_dir), status="failed", cancelled=True, finished_at=suite.now(),
+                               detail="cancelled")
     return [r.name for r in chosen]

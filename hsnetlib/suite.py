@@ -653,7 +653,7 @@ def _run(grid: Grid, args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         outcomes = run_grid(grid, args.runs_dir, args.only, args.force, args.executor, args.gpus, args.jobs)
-    except RuntimeError as err:  # no kernel, no Slurm
+    except (RuntimeError, GridError) as err:  # no kernel, no Slurm, a run without a time limit for Slurm
         print(f"error: {err}", file=sys.stderr)
         return 2
     table = summary_table(outcomes)
