@@ -40,6 +40,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import submitit
+
 from hsnetlib import suite
 from hsnetlib.suite import METRICS_FILE, Grid, Outcome, Run
 
@@ -147,19 +149,17 @@ def run_local(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outcome
 
 
 # -- slurm -----------------------------------------------------------------------------------------
-class NotebookJob:
+class NotebookJob(submitit.helpers.Checkpointable):
     """The function of a run's Slurm job (submitit pickles it): execute the notebook in every task.
 
-    Checkpointable (submitit calls :meth:`checkpoint` on a timeout or preemption signal and requeues the job):
-    the training's state is its last.pt, so the requeued job simply executes the notebook again.
+    Checkpointable: submitit calls :meth:`checkpoint` on a time-limit or preemption signal and requeues the
+    job. The training's state is its last.pt, so the requeued job simply executes the notebook again.
     """
 
     def __init__(self, run: Run, grid_dir: Path):
         self.run, self.grid_dir = run, grid_dir
 
     def __call__(self) -> str:
-        import submitit
-
         if submitit.JobEnvironment().num_tasks > 1:  # one task per GPU: DDP through the job's tasks
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         outcome = suite.execute(self.run, self.grid_dir, executor="slurm")
@@ -167,13 +167,11 @@ class NotebookJob:
             raise suite.RunFailed(f"{self.run.name}: {outcome.detail}")
         return outcome.detail
 
-    def checkpoint(self) -> Any:
-        import submitit
-
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
         if suite.rank() == 0:
             suite.update_state(self.run.out_dir(self.grid_dir), status="queued",
                                detail="requeued after a time limit or preemption; its training resumes")
-        return submitit.helpers.DelayedSubmission(NotebookJob(self.run, self.grid_dir))
+        return super().checkpoint()
 
 
 def sbatch_parameters(run: Run, grid: Grid, dependencies: list[str]) -> dict[str, Any]:
@@ -192,8 +190,6 @@ def sbatch_parameters(run: Run, grid: Grid, dependencies: list[str]) -> dict[str
 
 def submit_slurm(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outcome]) -> list[Outcome]:
     """Submit every run of `todo` as a Slurm job at once, in file order, `needs` as afterok dependencies."""
-    import submitit
-
     states = _slurm_states(grid, grid_dir)
     done = {r.name for r in grid.runs if r not in todo and (r.out_dir(grid_dir) / METRICS_FILE).is_file()}
     jobs = {r.name: s["job_id"] for r in grid.runs if (s := states[r.name])["status"] in ACTIVE and s.get("job_id")}
@@ -219,7 +215,7 @@ def submit_slurm(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outc
         jobs[run.name] = job.job_id
         suite.update_state(out_dir, status="queued", executor="slurm", job_id=job.job_id, notebook=run.notebook,
                            parameters=run.parameters, submitted_at=suite.now(), started_at=None, finished_at=None,
-                           cancelled=False, detail="", log=str(job.paths.stdout))
+                           cancelled=False, detail="", log=str(job.paths.stdout), job_log=str(job.paths.stdout))
         outcomes.append(Outcome(run.name, run.notebook, "queued", detail=f"job {job.job_id}"))
         print(f"submitted {run.name}: job {job.job_id}", flush=True)
     return outcomes

@@ -3,7 +3,10 @@
 Command line::
 
     python -m hsnetlib.suite run GRID [--only PATTERN] [--force] [--runs-dir runs]
+                                      [--executor local|slurm] [--gpus 0,1,2,3] [--jobs N]
+    python -m hsnetlib.suite status GRID [--only PATTERN] [--cancel]
     python -m hsnetlib.suite list GRID [--only PATTERN]
+    python -m hsnetlib.suite execute GRID RUN     # one run in this process (what the executors start)
 
 A grid is a TOML file listing notebook runs, executed in file order::
 
@@ -18,6 +21,12 @@ A grid is a TOML file listing notebook runs, executed in file order::
     needs = ["train-fold{fold}"]                 # runs that must have succeeded first
     expand = { fold = [0, 1, 2, 3], nshot = [1, 5] }
     parameters = { checkpoint = "{grid_dir}/train-fold{fold}/best.pt" }
+    resources = { gpus = 1, time = 240 }         # overrides [resources] (the defaults of every run)
+
+``[resources]`` and a run's ``resources`` take ``gpus`` (per run), ``cpus``, ``mem_gb``, ``time``
+(minutes), ``partition``, ``account``, ``qos``, ``constraint`` (strings) and ``sbatch`` (a table of
+extra sbatch options); see :class:`Resources`. The local executor uses ``gpus`` (with ``--gpus``), the
+Slurm executor all of them (and needs ``time``).
 
 Strings in ``name``, ``needs`` and ``parameters`` are formatted with the expanded values and
 ``{grid}`` (the grid's name) and ``{grid_dir}`` (RUNS_DIR/grid); strings in ``defaults`` with the
@@ -27,10 +36,25 @@ types); ``out_dir`` is always injected: the run's folder.
 
 Each run executes with papermill (kernel ``hsnet``, working directory = the project root) into
 RUNS_DIR/<grid>/<run>/: the executed notebook (which keeps the error of a failed cell), log.txt
-(the cells' stdout/stderr), and the params.json / metrics.json that the notebook writes with
-:func:`write_run_record`. A run whose metrics.json exists is skipped unless ``--force``; a failed
-run does not stop the grid, runs that need it are "blocked". A summary table is printed at the end
-and written to RUNS_DIR/<grid>/summary.csv; the exit status is 1 when any run failed or was blocked.
+(the cells' stdout/stderr, appended per attempt), suite-state.json (the run's state: see below), and
+the params.json / metrics.json that the notebook writes with :func:`write_run_record` -- kept only
+when the execution succeeds. Where and how runs execute (concurrently on this machine's GPUs, or as
+Slurm jobs) is :mod:`hsnetlib.executors`. A run whose metrics.json exists is skipped; a failed run
+does not stop the grid, runs that need it are "blocked". A summary table is printed at the end and
+written to RUNS_DIR/<grid>/summary.csv; the exit status is 1 when any run failed, was blocked or did
+not start.
+
+Reruns: a plain rerun continues what an interruption (Ctrl-C, a killed machine, a preempted job) left:
+a notebook that declares a ``resume`` parameter (and is not given one by the grid) gets ``"auto"``, or
+for a bool parameter whether the run folder holds a training (last.pt), so its training resumes from
+last.pt. A run whose parameters differ from those of its last attempt is refused (reported with the
+differing keys, never mixed); ``--force`` clears the runs' folders and starts them afresh.
+
+suite-state.json (written atomically; read by ``status`` from any shell): ``status`` (queued / running
+/ done / failed / blocked; a run without one is pending), ``executor``, ``attempt``, ``parameters``,
+``submitted_at`` / ``started_at`` / ``finished_at``, ``host``, ``pid``, ``slurm_job_id`` / ``job_id``,
+``node``, ``cuda_visible_devices``, ``detail`` (the headline metrics or the error's line), ``log`` and,
+for Slurm, ``job_log``.
 
 Notebook-side helpers: :func:`notebook_params` (the values of a notebook's parameters, after
 injection), :func:`resolve` (paths relative to the project root), :func:`output_dir` and

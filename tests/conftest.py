@@ -148,8 +148,9 @@ from hsnetlib.suite import write_run_record
 from hsnetlib.train import TrainConfig, train
 config = TrainConfig(**{TOY_TRAINING!r}, datapath=data_root, splits_dir=data_root + "/splits", epochs=epochs,
                      run_dir=out_dir, resume=resume)
-summary = train(config)
-write_run_record(out_dir, "train.ipynb", {{"epochs": epochs}}, {{"summary": {{"val_loss": summary["last"]["val_loss"]}},
+summary = train(config)  # under DDP, ranks other than 0 get no history (and write_run_record writes nothing)
+last = summary["last"] or {{}}
+write_run_record(out_dir, "train.ipynb", {{"epochs": epochs}}, {{"summary": {{"val_loss": last.get("val_loss")}},
                  "history": summary["history"], "finished": time.time()}})
 '''
 

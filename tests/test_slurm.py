@@ -73,8 +73,15 @@ def _logs(runs: Path) -> str:
     return "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted(runs.rglob("*_log.out")))
 
 
+REQUEUES = {
+    "scontrol requeue": lambda job: ["scontrol", "requeue", job],  # Slurm requeues (admin, PreemptMode=REQUEUE)
+    "time limit signal": lambda job: ["scancel", "--signal=USR2", job],  # submitit checkpoints and requeues
+}
+
+
+@pytest.mark.parametrize("requeue", REQUEUES)
 def test_grid_through_sbatch_needs_and_requeued_training_resumes(slurm, tmp_path, suite_notebooks, tiny_voc,
-                                                                 reference_training, monkeypatch):
+                                                                 reference_training, monkeypatch, requeue):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = tmp_path / "runs"
     path = _grid(tmp_path, suite_notebooks, f"""
@@ -97,7 +104,7 @@ needs = ["train"]
 
     _wait(lambda: (train_dir / "last.pt").exists(), lambda: f"no last.pt\n{_logs(runs)}")
     assert _statuses(path, runs) == {"train": "running", "evaluate": "queued"}
-    subprocess.run(["scontrol", "requeue", job], check=True)
+    subprocess.run(REQUEUES[requeue](job), check=True)
     _wait(lambda: "PENDING" in subprocess.run(["squeue", "-h", "-o", "%T", "-j", job], capture_output=True,
                                               text=True).stdout, "the job was not requeued")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip Slurm's 2-minute hold
@@ -114,6 +121,9 @@ needs = ["train"]
     train, evaluate = (json.loads((d / "metrics.json").read_text()) for d in (train_dir, evaluate_dir))
     assert train["provenance"]["slurm_job_id"] == job and train["provenance"]["node"] == slurm.node
     assert evaluate["started"] > train["finished"]  # afterok
+    if requeue == "time limit signal":  # submitit called NotebookJob.checkpoint and requeued the job itself
+        log = Path(state["job_log"]).read_text()
+        assert "Calling checkpoint method" in log and f"Requeued job {job}" in log
 
 
 def test_failed_run_blocks_its_dependant_the_rest_finish_and_cancel(slurm, tmp_path, suite_notebooks, capsys):

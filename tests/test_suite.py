@@ -241,6 +241,25 @@ needs = ["a", "b"]
     assert a["provenance"]["cuda_visible_devices"] == a["gpus"] and a["provenance"]["host"] == os.uname().nodename
 
 
+def test_run_with_two_gpus_trains_with_ddp_across_two_processes(tmp_path, notebooks, tiny_voc, monkeypatch):
+    """resources.gpus = 2 under --gpus: torchrun starts one process per GPU (gloo here, on CPU); rank 0 records."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, f"""
+[[run]]
+name = "train"
+notebook = "train.ipynb"
+resources = {{ gpus = 2 }}
+parameters = {{ data_root = "{tiny_voc}", epochs = 1 }}
+""")
+    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
+    run_dir = runs / "toy" / "train"
+    assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
+    assert (run_dir / "rank1" / "train.ipynb").is_file() and not (run_dir / "rank1" / "metrics.json").exists()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert len(record["history"]) == 1 and record["provenance"]["cuda_visible_devices"] == "0,1"
+
+
 def test_interrupted_grid_resumes_its_training_on_rerun(tmp_path, notebooks, tiny_voc, reference_training,
                                                         monkeypatch):
     """SIGINT to the suite once the training wrote last.pt: nothing recorded; a rerun resumes (env.json) and
@@ -282,7 +301,10 @@ parameters = {{ data_root = "{tiny_voc}", epochs = 4 }}
         assert row == pytest.approx(reference, rel=1e-6)
 
 
-def test_write_run_record_provenance(tmp_path):
+def test_write_run_record_provenance(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURMD_NODENAME", "node7")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"weights" * 100)
     path = suite.write_run_record(tmp_path / "run", "02_evaluate.ipynb", {"fold": 1, "pyramid": (2, 3)},
@@ -293,9 +315,15 @@ def test_write_run_record_provenance(tmp_path):
     assert record["seed"] == 5 and record["parameters"] == {"fold": 1, "pyramid": [2, 3]}
     assert record["summary"] == {"miou": None}  # NaN is not JSON
     assert {"code_version", "torch", "torchvision", "numpy", "device", "written_at"} <= set(record["provenance"])
+    where = {k: record["provenance"][k] for k in ("host", "slurm_job_id", "node", "cuda_visible_devices", "gpus")}
+    assert where == {"host": os.uname().nodename, "slurm_job_id": "42", "node": "node7", "cuda_visible_devices": "",
+                     "gpus": []}
     params = json.loads((tmp_path / "run" / "params.json").read_text())
     assert params == {"notebook": "02_evaluate.ipynb", "parameters": {"fold": 1, "pyramid": [2, 3]}, "seed": 5}
     with pytest.raises(ValueError, match="reserved"):
         suite.write_run_record(tmp_path / "run", "x.ipynb", {}, {"seed": 1})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         suite.write_run_record(tmp_path / "run", "x.ipynb", {}, {}, checkpoint=tmp_path / "none.pt")
+    monkeypatch.setenv("RANK", "1")  # other ranks of a multi-GPU run record nothing
+    suite.write_run_record(tmp_path / "rank1", "x.ipynb", {}, {})
+    assert not (tmp_path / "rank1").exists()
