@@ -97,7 +97,7 @@ def run_local(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outcome
         print(f"[{len(outcomes) - len(decided)}/{total}] {outcome.run}: {outcome.status} {outcome.seconds:.0f}s "
               f"{outcome.detail}", flush=True)
 
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.getsignal(signal.SIGINT), signal.signal(signal.SIGTERM, _interrupt)
     try:
         while waiting or running:
             planned = {r.name for r in waiting} | set(running)
@@ -133,19 +133,30 @@ def run_local(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outcome
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         print(f"\ninterrupted: stopping {len(running)} running run(s) ...", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave the runs' processes behind
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for run, process, _, start in running.values():
-            os.killpg(process.pid, signal.SIGINT)
+            _signal_group(process, signal.SIGINT)
         for run, process, _, start in running.values():
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                _signal_group(process, signal.SIGKILL)
                 process.wait()
             outcomes.append(_finished(run, grid_dir, process.returncode, time.perf_counter() - start))
         outcomes += [Outcome(r.name, r.notebook, "pending", detail="not started (interrupted)") for r in waiting]
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
     return outcomes
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    """Signal a run's process group (the run's process, and torchrun's workers)."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:  # it has just ended
+        pass
 
 
 # -- slurm -----------------------------------------------------------------------------------------

@@ -276,7 +276,8 @@ parameters = {{ data_root = "{tiny_voc}", epochs = 4 }}
 """)
     run_dir = runs / "toy" / "train"
     command = [sys.executable, "-m", "hsnetlib.suite", "run", str(path), "--runs-dir", str(runs)]
-    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,  # as from a
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # terminal: Ctrl-C works
     deadline = time.monotonic() + 300
     while not (run_dir / "last.pt").exists():
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0]
