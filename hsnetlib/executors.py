@@ -32,6 +32,7 @@ rely on it). ``status --cancel`` cancels a grid's queued and running jobs with s
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,9 +202,8 @@ def sbatch_parameters(run: Run, grid: Grid, dependencies: list[str]) -> dict[str
 
 def submit_slurm(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outcome]) -> list[Outcome]:
     """Submit every run of `todo` as a Slurm job at once, in file order, `needs` as afterok dependencies."""
-    states = _slurm_states(grid, grid_dir)
     done = {r.name for r in grid.runs if r not in todo and (r.out_dir(grid_dir) / METRICS_FILE).is_file()}
-    jobs = {r.name: s["job_id"] for r in grid.runs if (s := states[r.name])["status"] in ACTIVE and s.get("job_id")}
+    jobs = {name: state["job_id"] for name, state in active_runs(grid, grid_dir).items() if state.get("job_id")}
     outcomes, bad = list(decided), {o.run for o in decided if o.status == "failed"}
     untimed = [r.name for r in todo if r.resources.time is None]
     if untimed:
@@ -212,9 +212,6 @@ def submit_slurm(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outc
                               "[resources] or the run's resources")
     for run in todo:
         out_dir = run.out_dir(grid_dir)
-        if run.name in jobs:
-            outcomes.append(Outcome(run.name, run.notebook, "queued", detail=f"already in Slurm (job {jobs[run.name]})"))
-            continue
         missing = [n for n in run.needs if n not in done and n not in jobs]
         if missing or any(n in bad for n in run.needs):
             bad.add(run.name)
@@ -236,6 +233,8 @@ def squeue(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
     """job id -> (Slurm state, reason, node) of the given jobs still known to slurmctld."""
     if not job_ids:
         return {}
+    if shutil.which("squeue") is None:
+        raise RuntimeError("squeue is not installed here: ask for the state of Slurm jobs on a machine of the cluster")
     out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%r|%N", "--jobs", ",".join(job_ids)],
                          capture_output=True, text=True)
     if out.returncode:  # squeue refuses a list when one job is gone: ask for all jobs
@@ -277,6 +276,13 @@ def _slurm_states(grid: Grid, grid_dir: Path) -> dict[str, dict[str, Any]]:
             state.update(status="failed", detail="interrupted (its process is gone); a rerun resumes it")
         result[run.name] = state
     return result
+
+
+def active_runs(grid: Grid, grid_dir: Path) -> dict[str, dict[str, Any]]:
+    """The runs queued or running now (Slurm jobs in the queue, live processes), with their states."""
+    here = os.uname().nodename
+    return {name: state for name, state in _slurm_states(grid, grid_dir).items()
+            if state["status"] in ACTIVE and (state.get("executor") == "slurm" or state.get("host") == here)}
 
 
 def _elapsed(state: dict[str, Any]) -> float | None:

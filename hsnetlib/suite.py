@@ -464,13 +464,21 @@ def execute(run: Run, grid_dir: Path, executor: str = "local") -> Outcome:
     return Outcome(run.name, run.notebook, "failed" if error else "done", seconds, detail)
 
 
-def plan(grid: Grid, grid_dir: Path, only: str | None, force: bool) -> tuple[list[Run], list[Outcome]]:
-    """The selected runs to execute, and the outcomes decided without executing: "skipped" (done), "failed"
-    (its configuration changed since its last attempt: reported, never mixed; --force starts afresh).
-    With `force` the folders of the runs to execute are cleared."""
+def plan(grid: Grid, grid_dir: Path, only: str | None, force: bool,
+         active: Mapping[str, dict[str, Any]]) -> tuple[list[Run], list[Outcome]]:
+    """The selected runs to execute, and the outcomes decided without executing: "queued" / "running" (already,
+    as a Slurm job or a process: `active`, never touched), "skipped" (done), "failed" (its configuration changed
+    since its last attempt: reported, never mixed; --force starts afresh). With `force` the folders of the
+    runs to execute are cleared."""
     todo, decided = [], []
     for run in select(grid.runs, only):
         out_dir = run.out_dir(grid_dir)
+        if run.name in active:
+            state = active[run.name]
+            where_ = f"Slurm job {state['job_id']}" if state.get("job_id") else f"pid {state.get('pid')} on {state.get('host')}"
+            decided.append(Outcome(run.name, run.notebook, state["status"], detail=f"already {state['status']} "
+                                   f"({where_}); cancel it first to start it again"))
+            continue
         if force:
             clear_run(out_dir)
         elif changed := changed_parameters(run, out_dir):
@@ -491,7 +499,7 @@ def run_grid(grid: Grid, runs_dir: str | os.PathLike = "runs", only: str | None 
 
     _check_kernel()
     grid_dir = grid.dir(resolve(runs_dir))
-    todo, decided = plan(grid, grid_dir, only, force)
+    todo, decided = plan(grid, grid_dir, only, force, executors.active_runs(grid, grid_dir))
     if executor == "slurm":
         outcomes = executors.submit_slurm(grid, grid_dir, todo, decided)
     else:

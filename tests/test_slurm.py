@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import epochs_of
@@ -154,6 +155,8 @@ parameters = {{ wait_for = "{tmp_path}/never" }}
     _wait(lambda: (waits / "started").exists() and _statuses(path, runs)["ok"] == "done"
           and _statuses(path, runs)["bad"] == "failed", lambda: _logs(runs))
     assert _statuses(path, runs) == {"bad": "failed", "after-bad": "blocked", "ok": "done", "waits": "running"}
+    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--executor", "slurm", "--only", "waits"]) == 0
+    assert "already running (Slurm job" in pd.read_csv(runs / "g" / "summary.csv").set_index("run").loc["waits", "detail"]
     capsys.readouterr()
     assert suite.main(["status", str(path), "--runs-dir", str(runs), "--cancel"]) == 0
     out = capsys.readouterr().out
