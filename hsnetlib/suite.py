@@ -658,7 +658,10 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             print(f"error: {grid.path} has no run {args.run!r}", file=sys.stderr)
             return 2
-        return 0 if execute(runs[0], grid_dir).status == "done" else 1
+        try:
+            return 0 if execute(runs[0], grid_dir).status == "done" else 1
+        except KeyboardInterrupt:  # recorded as interrupted; the executor that started it reports it
+            return 130
     if args.command == "status":
         return _status(grid, grid_dir, args.only, args.cancel)
     return _run(grid, args)
