@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL := hsnet
+PYTEST_ARGS ?=
 
 .PHONY: setup test demo results bench gpu-check
 
@@ -13,8 +14,8 @@ setup: $(BIN)/activate
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-test:
-	$(BIN)/python -m pytest -q tests
+test:   # PYTEST_ARGS='-m "not slurm"' leaves out the tests that start a Slurm cluster
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-kernel-name $(KERNEL) notebooks
 
 demo:
