@@ -90,7 +90,7 @@ def test_pascal_at_the_original_size_with_the_ignore_label_against_the_raw_masks
     boundary (255) pixels in no count; mIoU over the fold's 5 classes, FB-IoU from the summed areas."""
     dataset = build_dataset("pascal", pascal_root, 0, "test", 1, img_size=64, splits_dir=pascal_root / "splits",
                             use_original_imgsize=True)
-    n = 6  # classes 0 and 1; episode 1's query shows class 0 as background
+    n = 8  # classes 0, 1 and 2; episode 1's query shows class 0 as background
     result = evaluate(model, dataset, max_episodes=n, **RUN)
     sums = {c: np.zeros(4, np.int64) for c in dataset.class_ids}
     for i in range(n):
