@@ -350,12 +350,14 @@ class FolderLayout(Layout):
 class FssLayout(FolderLayout):
     """FSS-1000: CLASS/N.jpg with mask N.png; 520/240/240 classes in splits_dir/fss/{trn,val,test}.txt.
 
-    As published, queries of a class come in string order of the file names (1, 10, 2, ...) and
-    supports are drawn from the numbers in numeric order (1, 2, ..., 10).
+    As published, the class names of each split list are sorted with `sorted()` (plain string
+    order, not the file's order) and numbered in that order, trn 0-519, val 520-759, test 760-999;
+    queries run class by class in that order and, within a class, in string order of the file
+    names (1, 10, 2, ...); supports are drawn from the numbers in numeric order (1, 2, ..., 10).
     """
 
     def __init__(self, root: Path, splits_dir: Path):
-        class_split = {s: _read_lines(splits_dir / "fss" / f"{s}.txt") for s in SPLITS}
+        class_split = {s: sorted(_read_lines(splits_dir / "fss" / f"{s}.txt")) for s in SPLITS}
         super().__init__(root / "FSS-1000", class_split, "FSS-1000 folder")
 
     def _pairs(self, class_name: str) -> list[tuple[str, Path, Path]]:
