@@ -13,8 +13,10 @@ The training-step time is either given (``--step-s``, e.g. measured with benchma
 GPU in question; default: the H200 figure in benchmarks/README.md, or measured here when there is none)
 or measured here with bench_train's own measurement (:func:`bench_train.measure`, i.e.
 :func:`hsnetlib.train.train_step` on random episodes). A GPU step consumes ``bsz`` episodes, so it needs
-``workers = ceil(bsz * episode_s / step_s)`` workers to never wait, for a worker loads one batch in
-``bsz * episode_s``. ``--check-workers N`` also runs a DataLoader with N workers over the same episodes
+``workers = ceil(bsz * episode_cpu_s / step_s)`` workers to never wait, for a worker with a core of its
+own (what :func:`hsnetlib.utils.default_workers` provides) loads one batch in ``bsz * episode_cpu_s``.
+The CPU time is used rather than the wall time because it is what a worker costs on a core of its own
+and other jobs on a shared machine change it much less; both are printed. ``--check-workers N`` also runs a DataLoader with N workers over the same episodes
 to compare the measured rate with N times the single-worker rate.
 
     python benchmarks/bench_data.py                                   # 1- and 5-shot, 400 px, CPU timing
@@ -139,7 +141,7 @@ def main() -> None:
                 dataset[i]
             indices = list(range(args.warmup, args.warmup + args.episodes))
             row = time_episodes(dataset, indices, args.bsz)
-            row["episodes_per_s_per_worker"] = 1 / row["episode_s"]
+            row["episodes_per_s_per_worker"] = 1 / row["episode_cpu_s"]
             if args.check_workers:
                 row[f"episodes_per_s_{args.check_workers}_workers"] = loader_rate(dataset, indices, args.bsz,
                                                                                   args.check_workers)
@@ -153,13 +155,14 @@ def main() -> None:
         step_s, step_source = step["step_s"], f"measured here: {args.backbone}, {args.amp}, {pick_device(args.device)}"
     results.update(step_s=step_s, step_source=step_source)
 
-    print(f"episode loading, {args.img_size} px, VOC-sized JPEGs ({results['jpeg_kb']} KB), one worker (1 thread):")
+    print(f"episode loading, {args.img_size} px, VOC-sized JPEGs ({results['jpeg_kb']} KB), one worker (1 thread); "
+          f"workers needed from the CPU time:")
     print(f"training step: {step_s:.3f} s for {args.bsz} episodes ({step_source}) = {args.bsz / step_s:.1f} episodes/s")
     print("| shot | ms / episode (wall) | ms / episode (CPU) | episodes / s / worker | workers needed |"
           + (f" {args.check_workers} workers, episodes / s |" if args.check_workers else ""))
     print("|---|---|---|---|---|" + ("---|" if args.check_workers else ""))
     for shot, row in results["shots"].items():
-        need = math.ceil(args.bsz * row["episode_s"] / step_s)
+        need = math.ceil(args.bsz * row["episode_cpu_s"] / step_s)
         row["workers_needed"] = need
         checked = f" {row[f'episodes_per_s_{args.check_workers}_workers']:.1f} |" if args.check_workers else ""
         print(f"| {shot} | {1e3 * row['episode_s']:.1f} | {1e3 * row['episode_cpu_s']:.1f} | "
