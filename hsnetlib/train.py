@@ -229,7 +229,7 @@ def unwrap(model: nn.Module) -> HSNet:
 # Data
 # ---------------------------------------------------------------------------------------------------
 
-class EpisodeSampler(Sampler[int]):
+class EpisodeSampler(Sampler[tuple[int, int]]):
     """This rank's share of an epoch's episode order, a function of (seed, epoch) only.
 
     The epoch's order is a permutation of the episodes drawn from ``RandomState([seed, epoch])``,

@@ -175,11 +175,18 @@ def test_training_episodes_random_per_epoch_reproducible_and_worker_independent(
     epoch0 = episodes(dataset)
     assert [e[0] for e in epoch0] == lines  # the query is line i; only the supports are drawn
     assert episodes(dataset) == epoch0 == episodes(build_dataset("pascal", pascal_root, 0, "trn", 2, splits_dir=splits))
-    dataset.set_epoch(3)
+    keys = {e: [(e, i) for i in range(len(dataset))] for e in (0, 3)}  # (epoch, episode) keys, as the trainer's
+    persistent = {e: DataLoader(dataset, batch_size=4, sampler=keys[e], num_workers=2, persistent_workers=True,
+                                collate_fn=_names) for e in (0, 3)}
+    first_pass = [[n for batch in persistent[e] for n in batch] for e in (0, 3)]
+    dataset.set_epoch(3)  # the main copy only: persistent workers keep theirs
     epoch3 = episodes(dataset)
     assert epoch3 != epoch0 and episodes(dataset.with_episodes(seed=1)) != epoch0
+    assert [dataset[key]["query_name"] for key in keys[0]] == [q for q, _, _ in epoch0]
+    assert first_pass == [[n for batch in persistent[e] for n in batch] for e in (0, 3)]  # second pass, same workers
+    assert first_pass == [[(q, s) for q, s, _ in epoch] for epoch in (epoch0, epoch3)]
     loaded = [n for batch in DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=_names) for n in batch]
-    assert loaded == [(q, s) for q, s, _ in epoch3]
+    assert loaded == [(q, s) for q, s, _ in epoch3]  # plain indices after set_epoch (workers copy it per pass)
 
 
 def test_coco_training_episodes_draw_training_classes(coco_root):

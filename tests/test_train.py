@@ -322,3 +322,25 @@ def test_torchrun_gloo_matches_single_process(runs, voc_root, tmp_path):
     ddp_row, single_row = read_metrics(run_dir)[0], read_metrics(runs["straight"])[0]
     for key in ("train_loss", "val_loss", "val_miou", "val_fbiou"):
         assert ddp_row[key] == pytest.approx(single_row[key], rel=1e-4, abs=1e-4), key
+
+
+@pytest.mark.parametrize("env, cpus, cuda_workers", [
+    ({}, 16, 8),                                                     # capped at MAX_DEFAULT_WORKERS
+    ({"SLURM_CPUS_PER_TASK": "6"}, 6, 5),                            # the Slurm allocation, one for the main process
+    ({"LOCAL_WORLD_SIZE": "4"}, 4, 3),                               # torchrun: ranks share the CPUs
+    ({"SLURM_CPUS_PER_TASK": "12", "SLURM_NTASKS": "1", "LOCAL_WORLD_SIZE": "4"}, 3, 2),  # torchrun in one task
+    ({"SLURM_CPUS_PER_TASK": "12", "SLURM_NTASKS": "4", "LOCAL_WORLD_SIZE": "4"}, 12, 8),  # a Slurm task per rank
+    ({"SLURM_CPUS_PER_TASK": "1"}, 1, 0),
+])
+def test_default_workers_follow_the_cpus_of_the_process(monkeypatch, env, cpus, cuda_workers):
+    import hsnetlib.utils as utils
+
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_NTASKS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(utils.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert utils.available_cpus() == cpus
+    assert utils.default_workers("cpu") == 0  # CPU runs load in the main process
+    monkeypatch.setattr(utils, "pick_device", lambda device: torch.device("cuda"))
+    assert utils.default_workers() == cuda_workers
