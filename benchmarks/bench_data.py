@@ -16,10 +16,11 @@ or measured here with bench_train's own measurement (:func:`bench_train.measure`
 ``workers = ceil(bsz * episode_cpu_s / step_s)`` workers to never wait, for a worker with a core of its
 own (what :func:`hsnetlib.utils.default_workers` provides) loads one batch in ``bsz * episode_cpu_s``.
 The CPU time is used rather than the wall time because it is what a worker costs on a core of its own
-and other jobs on a shared machine change it much less; both are printed. ``--check-workers N`` also runs a DataLoader with N workers over the same episodes
-to compare the measured rate with N times the single-worker rate.
+and other jobs on a shared machine change it much less; both are printed. ``--check-workers N`` also
+runs a DataLoader with N workers over the same episodes to compare the measured rate with N times the
+single-worker rate.
 
-    python benchmarks/bench_data.py                                   # 1- and 5-shot, 400 px, CPU timing
+    python benchmarks/bench_data.py                # 1- and 5-shot, 400 px; step: H200_STEP_S, else measured here
     python benchmarks/bench_data.py --step-s 0.35 --bsz 20            # workers for a given GPU step
     python benchmarks/bench_data.py --measure-step --device cuda --amp bf16   # measure the step here
 """
@@ -122,7 +123,8 @@ def main() -> None:
     parser.add_argument("--measure-step", action="store_true",
                         help="measure the training step here with bench_train (ResNet50, --bsz, --img-size)")
     parser.add_argument("--backbone", default="resnet50", help="backbone of the measured step")
-    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="precision of the measured step")
+    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                        help="precision of the measured step")
     parser.add_argument("--device", default=None, help="device of the measured step (default: CUDA if available)")
     parser.add_argument("--check-workers", type=int, default=0, help="also time a DataLoader with this many workers")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")

@@ -543,7 +543,8 @@ class MetricsLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = run_dir / "metrics.csv"
-        self.rows = [r for r in read_metrics(self.path) if r["epoch"] < start_epoch]  # drop epochs redone after resuming
+        # drop the epochs redone after resuming
+        self.rows = [r for r in read_metrics(self.path) if r["epoch"] < start_epoch]
         self._write_all()
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch)
 

@@ -149,7 +149,8 @@ def test_fss_classes_numbered_in_sorted_order_and_queries_in_string_order(fss_un
     splits = fss_unsorted / "splits"
     test = build_dataset("fss", fss_unsorted, 0, "test", 1, img_size=32, splits_dir=splits)
     assert test.class_names == [*sorted(FSS_SPLITS["trn"]), *sorted(FSS_SPLITS["val"]), *sorted(FSS_SPLITS["test"])]
-    assert test.class_ids == [5, 6, 7, 8] and [test.class_names[c] for c in test.class_ids] == ["Fig", "apple10", "apple_pie2", "egg"]
+    assert test.class_ids == [5, 6, 7, 8]
+    assert [test.class_names[c] for c in test.class_ids] == ["Fig", "apple10", "apple_pie2", "egg"]
     assert [test.episode(i).query for i in range(4)] == ["Fig/1", "Fig/10", "Fig/2", "Fig/3"]
     assert [test.episode(i).class_id for i in (0, 9, 10, 39)] == [5, 5, 6, 8]
     trn = build_dataset("fss", fss_unsorted, 0, "trn", 1, img_size=32, splits_dir=splits)

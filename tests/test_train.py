@@ -247,17 +247,21 @@ def test_finished_run_returns_its_summary_without_training(runs, voc_root, monke
         raise AssertionError("a finished run was built or trained again")
 
     monkeypatch.setattr(engine, "build_datasets", fail)
-    before = {p.name: p.stat().st_mtime_ns for p in runs["straight"].iterdir() if p.is_file()}
+    def stamps():
+        return {p.name: p.stat().st_mtime_ns for p in runs["straight"].iterdir() if p.is_file()}
+
+    before = stamps()
     reported: list[dict] = []
     for resume in (True, "auto"):
         again = train(tiny(voc_root, runs["straight"], workers=0, resume=resume), on_epoch=reported.append)
         assert again == runs["summary"]
-    assert reported == [] and before == {p.name: p.stat().st_mtime_ns for p in runs["straight"].iterdir() if p.is_file()}
+    assert reported == [] and stamps() == before
 
 
 @pytest.mark.parametrize("resume", [True, "auto"])
 def test_resumed_run_needs_the_same_config(runs, voc_root, resume):
-    with pytest.raises(ConfigError, match=r"cannot resume .*: img_size \(run: 64, now: 32\); lr \(run: 0.001, now: 0.01\)"):
+    changed = r"cannot resume .*: img_size \(run: 64, now: 32\); lr \(run: 0.001, now: 0.01\)"
+    with pytest.raises(ConfigError, match=changed):
         train(tiny(voc_root, runs["straight"], lr=1e-2, img_size=32, resume=resume))
 
 
