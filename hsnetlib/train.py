@@ -121,7 +121,7 @@ class TrainConfig:
     progress: bool = True                       # tqdm bars and a line per epoch (rank 0)
 
     def __post_init__(self) -> None:
-        self.pyramid = tuple(int(p) for p in self.pyramid)
+        self.pyramid = tuple(sorted(int(p) for p in self.pyramid))  # a set of levels: one order, one cache key
         if self.run_dir is None:
             self.run_dir = str(Path("runs") / run_name(self.benchmark, self.fold, self.backbone, self.shot))
         for name in ("datapath", "run_dir", "splits_dir", "class_split", "weights"):

@@ -64,6 +64,7 @@ def test_where_and_how_a_run_is_watched_keeps_the_key(name, value):
 def test_key_is_stable_and_independent_of_how_values_are_spelt():
     assert cache_key(config()) == cache_key(config())
     assert cache_key(config(pyramid=[1, 2, 3])) == cache_key(config(pyramid=(1, 2, 3)))
+    assert cache_key(config(pyramid=[3, 2])) == cache_key(config(pyramid=(2, 3)))  # a set of levels
 
 
 # -- reuse through train_model -----------------------------------------------------------------------------
