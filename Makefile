@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL := hsnet
+PYTEST_ARGS ?=
 
-.PHONY: setup test demo demo-ablations results bench
+.PHONY: setup test demo demo-ablations results bench gpu-check
 
 setup: $(BIN)/activate
 	$(BIN)/pip install -e ".[dev]"
@@ -13,8 +14,8 @@ setup: $(BIN)/activate
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-test:
-	$(BIN)/python -m pytest -q tests
+test:   # PYTEST_ARGS='-m "not slurm"' leaves out the tests that start a Slurm cluster
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-kernel-name $(KERNEL) notebooks
 
 # The notebook suite end to end on the synthetic benchmark (train + evaluate 4 folds, visualizations, results/).
@@ -31,3 +32,6 @@ bench:
 
 results:
 	$(BIN)/python -m hsnetlib.results --runs runs --out results
+
+gpu-check:  # needs a CUDA GPU; figures go to benchmarks/README.md ("GPU check")
+	$(BIN)/python benchmarks/gpu_check.py --out runs/gpu-check

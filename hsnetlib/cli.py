@@ -46,7 +46,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default = TRAIN_DEFAULTS[dest]
         if dest == "run_dir":
             default = "runs/BENCHMARK-foldF-BACKBONE-Kshot"
-        shown = "" if kwargs.get("action") in ("store_true", "store_false") else f" (default: {default})"
+        flag_only = kwargs.get("action") in ("store_true", "store_false", "store_const")
+        shown = "" if flag_only or "(default:" in help else f" (default: {default})"
         p.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, help=help + shown, **kwargs)
 
     opt("--benchmark", dest="benchmark", choices=BENCHMARKS, help="benchmark to train on")
@@ -70,7 +71,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     opt("--lr", dest="lr", type=float, help="Adam learning rate of the learner")
     opt("--backbone-lr", dest="backbone_lr", type=float, help="Adam learning rate of the backbone with --finetune-backbone")
     opt("--niter", dest="epochs", type=int, help="number of epochs")
-    opt("--workers", "--nworker", dest="workers", type=int, help="DataLoader worker processes per process")
+    opt("--workers", "--nworker", dest="workers", type=int,
+        help="DataLoader worker processes per process (default: on CUDA one per CPU of the process less one, "
+             "at most 8; 0 on CPU)")
     opt("--seed", dest="seed", type=int, help="seed of the learner's initialisation and the training episodes")
     opt("--logpath", dest="run_dir",
         help="run directory: config.json, env.json, metrics.csv, tb/, last.pt, best.pt")
@@ -85,8 +88,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
              "1000 with --selection heldout)")
     opt("--train-episodes", dest="train_episodes_per_epoch", type=int,
         help="training episodes per epoch (default: one pass over all of them)")
-    opt("--resume", dest="resume", action="store_true",
-        help="continue the run in --logpath from its last.pt (starts afresh if there is none)")
+    opt("--resume", dest="resume", action="store_const", const="auto",
+        help="continue the run in --logpath from its last.pt (starts afresh if there is none; a finished run "
+             "is not trained again)")
     opt("--splits-dir", dest="splits_dir",
         help="directory of split lists replacing the shipped ones (synthetic data: ROOT/splits)")
     opt("--class-split", dest="class_split", help="benchmark 'folder': JSON file {\"trn\": [...], \"val\": [...], "
@@ -115,8 +119,8 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nshot", type=int, default=1, help="supports per episode, K-shot voting (default: 1)")
     p.add_argument("--bsz", type=int, default=1, help="episodes per forward pass; does not change the scores "
                                                       "(default: 1)")
-    p.add_argument("--workers", "--nworker", dest="workers", type=int, default=0,
-                   help="DataLoader worker processes (default: 0)")
+    p.add_argument("--workers", "--nworker", dest="workers", type=int, default=None,
+                   help="DataLoader worker processes (default: one per CPU less one on CUDA, at most 8; 0 on CPU)")
     p.add_argument("--seed", type=int, default=0, help="episode seed; 0 gives the published episodes (default: 0)")
     p.add_argument("--use_original_imgsize", action="store_true",
                    help="score predictions at each query's original size instead of the input size")

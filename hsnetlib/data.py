@@ -19,8 +19,10 @@ per support, redrawn while equal to the query), COCO-20i draws the class, then t
 support. On PASCAL-5i and COCO-20i "val" and "test" are the same 1,000 episodes over the fold's val
 list (the published test protocol). Split "trn" holds training episodes: episode ``i`` of epoch
 ``e`` is drawn from ``RandomState([seed, e, i])`` when it is loaded, so it is random per epoch,
-reproducible from (seed, epoch) and independent of the worker that loads it; call
-``set_epoch(e)`` before each epoch (with non-persistent DataLoader workers, the default).
+reproducible from (seed, epoch) and independent of the worker that loads it. Index the data set
+with the key ``(e, i)`` -- what the trainer's sampler yields, so that persistent DataLoader workers,
+whose copies of the data set never see the main process again, load the right epoch -- or with
+``i`` after ``set_epoch(e)`` (non-persistent workers copy the data set at every epoch).
 
 Input transform (the published one): PIL RGB image, torchvision ``Resize((s, s))`` (bilinear), to
 tensor, ImageNet normalization; masks resized with nearest-neighbour interpolation on a float tensor.
@@ -350,12 +352,14 @@ class FolderLayout(Layout):
 class FssLayout(FolderLayout):
     """FSS-1000: CLASS/N.jpg with mask N.png; 520/240/240 classes in splits_dir/fss/{trn,val,test}.txt.
 
-    As published, queries of a class come in string order of the file names (1, 10, 2, ...) and
-    supports are drawn from the numbers in numeric order (1, 2, ..., 10).
+    As published, the class names of each split list are sorted with `sorted()` (plain string
+    order, not the file's order) and numbered in that order, trn 0-519, val 520-759, test 760-999;
+    queries run class by class in that order and, within a class, in string order of the file
+    names (1, 10, 2, ...); supports are drawn from the numbers in numeric order (1, 2, ..., 10).
     """
 
     def __init__(self, root: Path, splits_dir: Path):
-        class_split = {s: _read_lines(splits_dir / "fss" / f"{s}.txt") for s in SPLITS}
+        class_split = {s: sorted(_read_lines(splits_dir / "fss" / f"{s}.txt")) for s in SPLITS}
         super().__init__(root / "FSS-1000", class_split, "FSS-1000 folder")
 
     def _pairs(self, class_name: str) -> list[tuple[str, Path, Path]]:
@@ -460,21 +464,25 @@ class FewShotDataset(Dataset):
         changes = {k: v for k, v in (("seed", seed), ("shot", shot)) if v is not None}
         return build_dataset(**dataclasses.asdict(dataclasses.replace(self.config, **changes)))
 
-    def episode(self, idx: int) -> Episode:
-        """Episode `idx` by name, without loading any image."""
+    def episode(self, idx: int, epoch: int | None = None) -> Episode:
+        """Episode `idx` (of training epoch `epoch`, None: the one `set_epoch` chose) by name, without
+        loading any image."""
         if not 0 <= idx < len(self):
             raise IndexError(f"episode {idx} out of range for {len(self)} episodes")
         if self.fixed_episodes:
             return self._episodes[idx]
-        rng = np.random.RandomState([self.config.seed, self.epoch, idx])
+        rng = np.random.RandomState([self.config.seed, self.epoch if epoch is None else epoch, idx])
         return draw_episode(self.index, idx, self.config.shot, rng)
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
-        """query_img (3,s,s), query_mask (s,s) [or (H0,W0)], query_name, org_query_imsize (2,) = (H0,W0),
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """The episode `key` = idx or (epoch, idx) (see `episode`) as tensors:
+
+        query_img (3,s,s), query_mask (s,s) [or (H0,W0)], query_name, org_query_imsize (2,) = (H0,W0),
         query_valid_size (2,) = the (h,w) top-left region holding the image, support_imgs (K,3,s,s),
         support_masks (K,s,s), support_names, class_id, episode; on PASCAL-5i also query_ignore_idx
         (like query_mask) and support_ignore_idxs (K,s,s), 1 on boundary pixels."""
-        ep = self.episode(idx)
+        epoch, idx = key if isinstance(key, tuple) else (None, key)
+        ep = self.episode(idx, epoch)
         query = self.layout.load(ep.query, ep.class_id)
         h0, w0 = query.image.height, query.image.width
         hw = self._resized_size(h0, w0)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from hsnetlib.data import FewShotDataset
 from hsnetlib.metrics import AREA_COLUMNS, IoUMeter, bootstrap_miou, ratio
-from hsnetlib.utils import env_info, pick_device
+from hsnetlib.utils import default_workers, env_info, pick_device
 
 BOOTSTRAP_SEED = 0
 
@@ -81,7 +81,7 @@ def evaluate(
     seeds: Sequence[int] | None = None,
     batch_size: int = 1,
     device: str | torch.device | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     ignore_label: bool | None = None,
     progress: bool = True,
     n_bootstrap: int = 1000,
@@ -91,12 +91,15 @@ def evaluate(
     shot) and episode seed `seed`, or each of `seeds`. `ignore_label` None is the published choice:
     PASCAL-5i's boundary pixels are not scored (other benchmarks have no ignore label); False
     scores them as background (paper Table A1). `max_episodes` scores only the first episodes of
-    each seed (a quick look; published numbers use all of them)."""
+    each seed (a quick look; published numbers use all of them). `num_workers` None takes
+    :func:`hsnetlib.utils.default_workers` (0 on CPU); memory is pinned on CUDA. The episodes and
+    scores do not depend on the number of workers."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: expected >= 1")
     if max_episodes is not None and max_episodes < 1:
         raise ValueError(f"max_episodes={max_episodes}: expected >= 1 or None")
     device = pick_device(device)
+    num_workers = default_workers(device) if num_workers is None else num_workers
     nshot = dataset.shot if nshot is None else nshot
     seeds = [seed] if seeds is None else [int(s) for s in seeds]
     if not seeds:
@@ -137,9 +140,11 @@ def _episodes_for(dataset: FewShotDataset, seed: int, shot: int) -> FewShotDatas
     return dataset.with_episodes(seed=seed, shot=shot)
 
 
-def _as_list(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """DataLoader collate that keeps the items apart (query masks may differ in size)."""
-    return items
+def _collate(items: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """DataLoader collate: the model inputs stacked (every item has the same input size; stacked in the
+    worker, pinned on CUDA) and the rest of each item kept apart (query masks may differ in size)."""
+    inputs = {k: torch.stack([it[k] for it in items]) for k in _INPUTS}
+    return inputs, [{k: v for k, v in it.items() if k not in _INPUTS} for it in items]
 
 
 def _run(model, dataset: FewShotDataset, seed: int, batch_size: int, device: torch.device,
@@ -148,30 +153,33 @@ def _run(model, dataset: FewShotDataset, seed: int, batch_size: int, device: tor
     meter = IoUMeter(dataset.class_ids, ignore_label=ignore_label)
     records = []
     episodes = Subset(dataset, range(min(len(dataset), max_episodes if max_episodes is not None else len(dataset))))
-    loader = DataLoader(episodes, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_as_list)
+    loader = DataLoader(episodes, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate,
+                        pin_memory=device.type == "cuda")  # one pass per seed: nothing for persistent workers to keep
     desc = f"eval {dataset.benchmark} fold {dataset.fold} {dataset.shot}-shot seed {seed}"
     with torch.inference_mode():
-        for items in tqdm(loader, desc=desc, disable=not progress):
-            for item, pred in zip(items, _predict(model, items, device, dataset.use_original_imgsize)):
+        for inputs, items in tqdm(loader, desc=desc, disable=not progress):
+            inputs = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+            for item, pred in zip(items, _predict(model, inputs, items, dataset.use_original_imgsize)):
                 gt, ignore = _labels(item, dataset.use_original_imgsize)
                 areas = meter.update(pred[None], gt[None], [item["class_id"]], None if ignore is None else ignore[None])[0]
                 records.append(_record(seed, item, areas, dataset.class_names))
     return _SeedRun(seed, meter, records)
 
 
-def _predict(model, items: list[dict[str, Any]], device: torch.device, original_size: bool) -> list[torch.Tensor]:
+def _predict(model, inputs: dict[str, torch.Tensor], items: list[dict[str, Any]],
+             original_size: bool) -> list[torch.Tensor]:
     """Per item, the predicted mask (H, W) on the CPU over the scored region: the valid (unpadded)
     part of the resized query, or the query's original size."""
     if not original_size:
-        pred = model.predict_mask(*[torch.stack([it[k] for it in items]).to(device) for k in _INPUTS]).cpu()
+        pred = model.predict_mask(*[inputs[k] for k in _INPUTS]).cpu()
         return [p[:h, :w] for p, (h, w) in zip(pred, (it["query_valid_size"].tolist() for it in items))]
     preds = []
-    for it in items:  # each query has its own original size
+    side = inputs["query_img"].shape[-1]
+    for i, it in enumerate(items):  # each query has its own original size
         (h0, w0), (h, w) = it["org_query_imsize"].tolist(), it["query_valid_size"].tolist()
-        side = it["query_img"].shape[-1]
         canvas = (round(side * h0 / h), round(side * w0 / w))  # the padded square in original pixels
-        inputs = [it[k][None].to(device) for k in _INPUTS]
-        preds.append(model.predict_mask(*inputs, original_size=canvas)[0, :h0, :w0].cpu())
+        one = [inputs[k][i:i + 1] for k in _INPUTS]
+        preds.append(model.predict_mask(*one, original_size=canvas)[0, :h0, :w0].cpu())
     return preds
 
 

@@ -84,6 +84,20 @@ def _shots(columns: tuple[str, ...], **per_shot: list[float | None]) -> dict[tup
     return values
 
 
+def _row(label: str, benchmark: str, backbone: str, columns: tuple[str, ...], row_value: Any = None,
+         model: dict[str, float] | None = None, **per_shot: list[float | None]) -> PaperRow:
+    """A PaperRow from per-shot lists in column order (see :func:`_shots`) and shot-independent model values."""
+    values = {**_shots(columns, **per_shot), **{(None, c): v for c, v in (model or {}).items()}}
+    return PaperRow(label, benchmark, backbone, values, row_value=row_value)
+
+
+def _hsnet_rows(benchmark: str, columns: tuple[str, ...], per_backbone: dict[str, dict[str, list[float | None]]],
+                **common: Any) -> tuple[PaperRow, ...]:
+    """The "HSNet" rows of a table, one per backbone: {backbone: {"one": [...], "five": [...]}}."""
+    return tuple(_row("HSNet", benchmark, backbone, columns, **common, **shots) for backbone, shots in
+                 per_backbone.items())
+
+
 PASCAL_COLUMNS = FOLD_COLUMNS + ("fbiou",)
 
 TABLE1 = PaperTable(
@@ -92,18 +106,13 @@ TABLE1 = PaperTable(
     benchmarks=("pascal",), shots=(1, 5), columns=PASCAL_COLUMNS, model_columns=("params_M",),
     row_field="support_masking", row_labels={True: "HSNet", False: "HSNet† (no support masking)"},
     rows=(
-        PaperRow("HSNet", "pascal", "vgg16", row_value=True, values={
-            **_shots(PASCAL_COLUMNS, one=[59.6, 65.7, 59.6, 54.0, 59.7, 73.4], five=[64.9, 69.0, 64.1, 58.6, 64.1, 76.6]),
-            (None, "params_M"): 2.6}),
-        PaperRow("HSNet", "pascal", "resnet50", row_value=True, values={
-            **_shots(PASCAL_COLUMNS, one=[64.3, 70.7, 60.3, 60.5, 64.0, 76.7], five=[70.3, 73.2, 67.4, 67.1, 69.5, 80.6]),
-            (None, "params_M"): 2.6}),
-        PaperRow("HSNet", "pascal", "resnet101", row_value=True, values={
-            **_shots(PASCAL_COLUMNS, one=[67.3, 72.3, 62.0, 63.1, 66.2, 77.6], five=[71.8, 74.4, 67.0, 68.3, 70.4, 80.6]),
-            (None, "params_M"): 2.6}),
-        PaperRow("HSNet†", "pascal", "resnet101", row_value=False, values={
-            **_shots(PASCAL_COLUMNS, one=[66.2, 69.5, 53.9, 56.2, 61.5, 72.5], five=[68.9, 71.9, 56.3, 57.9, 63.7, 73.8]),
-            (None, "params_M"): 2.6}),
+        *_hsnet_rows("pascal", PASCAL_COLUMNS, {
+            "vgg16": {"one": [59.6, 65.7, 59.6, 54.0, 59.7, 73.4], "five": [64.9, 69.0, 64.1, 58.6, 64.1, 76.6]},
+            "resnet50": {"one": [64.3, 70.7, 60.3, 60.5, 64.0, 76.7], "five": [70.3, 73.2, 67.4, 67.1, 69.5, 80.6]},
+            "resnet101": {"one": [67.3, 72.3, 62.0, 63.1, 66.2, 77.6], "five": [71.8, 74.4, 67.0, 68.3, 70.4, 80.6]},
+        }, row_value=True, model={"params_M": 2.6}),
+        _row("HSNet†", "pascal", "resnet101", PASCAL_COLUMNS, row_value=False, model={"params_M": 2.6},
+             one=[66.2, 69.5, 53.9, 56.2, 61.5, 72.5], five=[68.9, 71.9, 56.3, 57.9, 63.7, 73.8]),
     ),
     notes="† = without support feature masking (Eq. 1), in training and testing. "
           "ResNet50/101 '# learnable params' from Tables A6/A7.",
@@ -113,12 +122,10 @@ TABLE2 = PaperTable(
     key="table2",
     title="Table 2: COCO-20i, mIoU and FB-IoU",
     benchmarks=("coco",), shots=(1, 5), columns=PASCAL_COLUMNS, ignore_label=None,
-    rows=(
-        PaperRow("HSNet", "coco", "resnet50", values=_shots(
-            PASCAL_COLUMNS, one=[36.3, 43.1, 38.7, 38.7, 39.2, 68.2], five=[43.3, 51.3, 48.2, 45.0, 46.9, None])),
-        PaperRow("HSNet", "coco", "resnet101", values=_shots(
-            PASCAL_COLUMNS, one=[37.2, 44.1, 42.4, 41.3, 41.2, 69.1], five=[45.9, 53.0, 51.8, 47.1, 49.5, None])),
-    ),
+    rows=_hsnet_rows("coco", PASCAL_COLUMNS, {
+        "resnet50": {"one": [36.3, 43.1, 38.7, 38.7, 39.2, 68.2], "five": [43.3, 51.3, 48.2, 45.0, 46.9, None]},
+        "resnet101": {"one": [37.2, 44.1, 42.4, 41.3, 41.2, 69.1], "five": [45.9, 53.0, 51.8, 47.1, 49.5, None]},
+    }),
     notes="5-shot FB-IoU is missing from the paper's markdown transcription (see hsnetlib.paper.MISSING).",
 )
 
@@ -126,11 +133,11 @@ TABLE3 = PaperTable(
     key="table3",
     title="Table 3: FSS-1000, mIoU",
     benchmarks=("fss",), shots=(1, 5), columns=("mean",), ignore_label=None,
-    rows=(
-        PaperRow("HSNet", "fss", "vgg16", values=_shots(("mean",), one=[82.3], five=[None])),
-        PaperRow("HSNet", "fss", "resnet50", values=_shots(("mean",), one=[85.5], five=[87.8])),
-        PaperRow("HSNet", "fss", "resnet101", values=_shots(("mean",), one=[86.5], five=[None])),
-    ),
+    rows=_hsnet_rows("fss", ("mean",), {
+        "vgg16": {"one": [82.3], "five": [None]},
+        "resnet50": {"one": [85.5], "five": [87.8]},
+        "resnet101": {"one": [86.5], "five": [None]},
+    }),
     notes="FSS-1000 has one test split (240 classes): 'mean' is its mIoU. VGG16 and ResNet101 5-shot values "
           "are missing from the paper's markdown transcription (see hsnetlib.paper.MISSING).",
 )
@@ -143,16 +150,15 @@ TABLE4 = PaperTable(
     row_labels={"original": "Original 4D kernel [55]", "separable": "Separable 4D kernel [77]",
                 "center_pivot": "Center-pivot 4D kernel (ours)"},
     rows=(
-        PaperRow("Original 4D kernel [55]", "pascal", "resnet101", row_value="original", values={
-            **_shots(FOLD_COLUMNS, one=[64.5, 71.4, 62.3, 61.7, 64.9], five=[70.8, 74.8, 67.4, 67.5, 70.1]),
-            (None, "params_M"): 11.3, (None, "time_ms"): 512.17, (None, "memory_gb"): 4.12,
-            (None, "gflops"): 702.35}),
-        PaperRow("Separable 4D kernel [77]", "pascal", "resnet101", row_value="separable", values={
-            **_shots(FOLD_COLUMNS, one=[66.1, 72.0, 63.2, 62.6, 65.9], five=[71.2, 74.1, 67.2, 68.1, 70.2]),
-            (None, "params_M"): 4.4, (None, "time_ms"): 28.48, (None, "memory_gb"): 1.50, (None, "gflops"): 28.40}),
-        PaperRow("Center-pivot 4D kernel (ours)", "pascal", "resnet101", row_value="center_pivot", values={
-            **_shots(FOLD_COLUMNS, one=[67.3, 72.3, 62.0, 63.1, 66.2], five=[71.8, 74.4, 67.0, 68.3, 70.4]),
-            (None, "params_M"): 2.6, (None, "time_ms"): 25.51, (None, "memory_gb"): 1.39, (None, "gflops"): 20.56}),
+        _row("Original 4D kernel [55]", "pascal", "resnet101", FOLD_COLUMNS, row_value="original",
+             model={"params_M": 11.3, "time_ms": 512.17, "memory_gb": 4.12, "gflops": 702.35},
+             one=[64.5, 71.4, 62.3, 61.7, 64.9], five=[70.8, 74.8, 67.4, 67.5, 70.1]),
+        _row("Separable 4D kernel [77]", "pascal", "resnet101", FOLD_COLUMNS, row_value="separable",
+             model={"params_M": 4.4, "time_ms": 28.48, "memory_gb": 1.50, "gflops": 28.40},
+             one=[66.1, 72.0, 63.2, 62.6, 65.9], five=[71.2, 74.1, 67.2, 68.1, 70.2]),
+        _row("Center-pivot 4D kernel (ours)", "pascal", "resnet101", FOLD_COLUMNS, row_value="center_pivot",
+             model={"params_M": 2.6, "time_ms": 25.51, "memory_gb": 1.39, "gflops": 20.56},
+             one=[67.3, 72.3, 62.0, 63.1, 66.2], five=[71.8, 74.4, 67.0, 68.3, 70.4]),
     ),
     notes="Time, memory and FLOPs: 1-shot, per episode, ResNet101 at 400x400, Intel i7-7820X + NVIDIA Titan-XP. "
           "Ours are measured wherever the run ran (see the run's device); compare ratios between kernels, "
@@ -164,17 +170,11 @@ TABLE_A1 = PaperTable(
     title="Table A1: PASCAL-5i without ignore_label, mIoU and FB-IoU",
     benchmarks=("pascal",), shots=(1, 5), columns=PASCAL_COLUMNS, model_columns=("params_M",),
     ignore_label=False,
-    rows=(
-        PaperRow("HSNet", "pascal", "vgg16", values={
-            **_shots(PASCAL_COLUMNS, one=[53.6, 61.7, 55.0, 50.3, 55.2, 70.5], five=[58.3, 64.7, 58.9, 54.6, 59.1, 73.5]),
-            (None, "params_M"): 2.6}),
-        PaperRow("HSNet", "pascal", "resnet50", values={
-            **_shots(PASCAL_COLUMNS, one=[57.4, 66.8, 55.8, 56.5, 59.1, 73.8], five=[62.6, 69.2, 62.5, 62.4, 64.2, 77.4]),
-            (None, "params_M"): 2.6}),
-        PaperRow("HSNet", "pascal", "resnet101", values={
-            **_shots(PASCAL_COLUMNS, one=[60.1, 67.8, 57.3, 59.0, 61.1, 74.4], five=[63.9, 69.9, 62.0, 63.6, 64.8, 77.1]),
-            (None, "params_M"): 2.6}),
-    ),
+    rows=_hsnet_rows("pascal", PASCAL_COLUMNS, {
+        "vgg16": {"one": [53.6, 61.7, 55.0, 50.3, 55.2, 70.5], "five": [58.3, 64.7, 58.9, 54.6, 59.1, 73.5]},
+        "resnet50": {"one": [57.4, 66.8, 55.8, 56.5, 59.1, 73.8], "five": [62.6, 69.2, 62.5, 62.4, 64.2, 77.4]},
+        "resnet101": {"one": [60.1, 67.8, 57.3, 59.0, 61.1, 74.4], "five": [63.9, 69.9, 62.0, 63.6, 64.8, 77.1]},
+    }, model={"params_M": 2.6}),
     notes="Boundary pixels (255) count as background instead of being ignored.",
 )
 
@@ -183,8 +183,8 @@ TABLE_A2 = PaperTable(
     title="Table A2: K-shot mIoU (K = 1, 5, 10), ResNet50",
     benchmarks=("pascal", "coco"), shots=(1, 5, 10), columns=("mean",),
     rows=(
-        PaperRow("HSNet", "pascal", "resnet50", values=_shots(("mean",), one=[64.0], five=[69.5], ten=[70.6])),
-        PaperRow("HSNet", "coco", "resnet50", values=_shots(("mean",), one=[39.2], five=[46.9], ten=[48.7])),
+        _row("HSNet", "pascal", "resnet50", ("mean",), one=[64.0], five=[69.5], ten=[70.6]),
+        _row("HSNet", "coco", "resnet50", ("mean",), one=[39.2], five=[46.9], ten=[48.7]),
     ),
     notes="mIoU averaged over the four folds.",
 )
@@ -196,12 +196,12 @@ TABLE_A3 = PaperTable(
     row_field="hypercorrelation",
     row_labels={"shallow": "C_p^shallow", "deep": "C_p^deep", "full": "C_p (ours)"},
     rows=(
-        PaperRow("C_p^shallow", "pascal", "resnet101", row_value="shallow", values=_shots(
-            FOLD_COLUMNS, one=[57.1, 64.7, 57.5, 57.0, 59.1], five=[63.7, 69.8, 66.0, 63.4, 65.7])),
-        PaperRow("C_p^deep", "pascal", "resnet101", row_value="deep", values=_shots(
-            FOLD_COLUMNS, one=[60.6, 68.6, 58.2, 59.2, 61.7], five=[66.7, 72.0, 65.9, 65.4, 67.5])),
-        PaperRow("C_p (ours)", "pascal", "resnet101", row_value="full", values=_shots(
-            FOLD_COLUMNS, one=[67.3, 72.3, 62.0, 63.1, 66.2], five=[71.8, 74.4, 67.0, 68.3, 70.4])),
+        _row("C_p^shallow", "pascal", "resnet101", FOLD_COLUMNS, row_value="shallow",
+             one=[57.1, 64.7, 57.5, 57.0, 59.1], five=[63.7, 69.8, 66.0, 63.4, 65.7]),
+        _row("C_p^deep", "pascal", "resnet101", FOLD_COLUMNS, row_value="deep",
+             one=[60.6, 68.6, 58.2, 59.2, 61.7], five=[66.7, 72.0, 65.9, 65.4, 67.5]),
+        _row("C_p (ours)", "pascal", "resnet101", FOLD_COLUMNS, row_value="full",
+             one=[67.3, 72.3, 62.0, 63.1, 66.2], five=[71.8, 74.4, 67.0, 68.3, 70.4]),
     ),
     notes="Single-channel hypercorrelations from the shallowest / deepest layer of each pyramid level.",
 )
@@ -213,12 +213,12 @@ TABLE_A4 = PaperTable(
     row_field="pyramid",
     row_labels={(3,): "C^(3)", (2, 3): "C^(2:3)", (1, 2, 3): "C (ours)"},
     rows=(
-        PaperRow("C^(3)", "pascal", "resnet101", row_value=(3,), values=_shots(
-            FOLD_COLUMNS, one=[54.3, 62.8, 52.0, 52.8, 55.5], five=[60.2, 67.0, 59.4, 59.9, 61.6])),
-        PaperRow("C^(2:3)", "pascal", "resnet101", row_value=(2, 3), values=_shots(
-            FOLD_COLUMNS, one=[64.3, 70.3, 60.5, 60.4, 63.9], five=[69.7, 73.2, 65.2, 64.9, 68.2])),
-        PaperRow("C (ours)", "pascal", "resnet101", row_value=(1, 2, 3), values=_shots(
-            FOLD_COLUMNS, one=[67.3, 72.3, 62.0, 63.1, 66.2], five=[71.8, 74.4, 67.0, 68.3, 70.4])),
+        _row("C^(3)", "pascal", "resnet101", FOLD_COLUMNS, row_value=(3,),
+             one=[54.3, 62.8, 52.0, 52.8, 55.5], five=[60.2, 67.0, 59.4, 59.9, 61.6]),
+        _row("C^(2:3)", "pascal", "resnet101", FOLD_COLUMNS, row_value=(2, 3),
+             one=[64.3, 70.3, 60.5, 60.4, 63.9], five=[69.7, 73.2, 65.2, 64.9, 68.2]),
+        _row("C (ours)", "pascal", "resnet101", FOLD_COLUMNS, row_value=(1, 2, 3),
+             one=[67.3, 72.3, 62.0, 63.1, 66.2], five=[71.8, 74.4, 67.0, 68.3, 70.4]),
     ),
     notes="Pyramid levels p = 1 (finest) .. 3 (deepest) fed to the encoder.",
 )

@@ -26,8 +26,17 @@ Choices the spec leaves open, made here:
   the loss is computed in float32. On CPU both are refused with a ConfigError: CPU bf16 autocast
   runs, but its convolution backward is orders of magnitude slower than float32 there.
 * Reproducibility: the learner's initialisation comes from ``seed``; the episodes of epoch ``e`` and
-  their order depend only on ``(seed, e)`` (``dataset.set_epoch`` and :class:`EpisodeSampler`), so a
-  run interrupted and resumed from ``last.pt`` ends, on CPU, with the same metrics and weights.
+  their order depend only on ``(seed, e)`` (:class:`EpisodeSampler` yields ``(e, i)`` keys), so a
+  run interrupted and resumed from ``last.pt`` ends, on CPU, with the same metrics and weights, and
+  the number of loader workers changes nothing.
+* Data path: ``workers`` None takes :func:`hsnetlib.utils.default_workers` (the CPUs the process has,
+  less one, on CUDA; 0 on CPU); the training and validation loaders keep their workers for the whole
+  run (persistent) and pin memory on CUDA.
+* Resume: ``resume=False`` starts a run and refuses a run directory that holds one; ``True`` continues
+  the run in it from ``last.pt`` (FileNotFoundError if there is none); ``"auto"`` continues it if there
+  is one and starts afresh otherwise. Resuming refuses (ConfigError naming the keys) a configuration
+  that differs from the run's in anything but RESUMABLE_CHANGES; a run whose epochs are all done
+  returns its summary without building anything or training again.
 * Multi-GPU: launched by ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK), DistributedDataParallel,
   each rank takes ``bsz / world_size`` episodes of every global batch of ``bsz``; only rank 0 writes.
 
@@ -47,7 +56,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -61,7 +70,7 @@ from tqdm.auto import tqdm
 from hsnetlib.data import EpisodeIndex, FewShotDataset, build_dataset
 from hsnetlib.metrics import IoUMeter
 from hsnetlib.model import HSNet, HSNetConfig, vote
-from hsnetlib.utils import env_info, pick_device, seed_everything
+from hsnetlib.utils import default_workers, env_info, pick_device, seed_everything
 
 AMP_MODES = ("none", "bf16", "fp16")
 SELECTIONS = ("test_fold", "heldout")
@@ -69,7 +78,7 @@ HELDOUT_SEED = 0  # the held-out images are the same whatever the training seed
 HELDOUT_EPISODES = 1000  # validation episodes with selection="heldout" when val_episodes is None
 METRIC_COLUMNS = ("epoch", "train_loss", "train_miou", "train_fbiou", "val_loss", "val_miou", "val_fbiou", "time")
 # Fields that may change when a run is resumed; any other difference from the run's config.json is an error.
-RESUMABLE_CHANGES = ("epochs", "workers", "device", "resume", "progress")
+RESUMABLE_CHANGES = ("epochs", "workers", "device", "resume", "progress", "run_dir")
 
 
 class ConfigError(ValueError):
@@ -97,7 +106,7 @@ class TrainConfig:
     lr: float = 1e-3                            # Adam, learner
     backbone_lr: float = 1e-5                   # Adam, backbone (finetune_backbone only)
     epochs: int = 2000                          # the authors' --niter
-    workers: int = 0                            # DataLoader workers per rank
+    workers: int | None = None                  # DataLoader workers per rank (None: utils.default_workers)
     seed: int = 0                               # learner init, training episodes and their order
     run_dir: str | None = None                  # None: runs/BENCHMARK-foldF-BACKBONE-Kshot
     device: str | None = None                   # None: CUDA if available (cuda:LOCAL_RANK under torchrun), else CPU
@@ -105,14 +114,14 @@ class TrainConfig:
     val_episodes: int | None = None             # None: the whole validation split (1000 on PASCAL/COCO) / 1000 held-out
     selection: str = "test_fold"                # "test_fold" (published) | "heldout" (leak-free)
     heldout_fraction: float = 0.1               # selection="heldout": share of each training class held out
-    resume: bool = False                        # continue from run_dir/last.pt if there is one
+    resume: bool | str = False                  # False: new run | True: continue last.pt | "auto": either
     train_episodes_per_epoch: int | None = None  # None: one pass over the training episodes
     splits_dir: str | None = None               # split lists (None: the shipped ones); synthetic data: ROOT/splits
     class_split: str | None = None              # benchmark="folder": JSON file {"trn": [...], "val": [...], ...}
     progress: bool = True                       # tqdm bars and a line per epoch (rank 0)
 
     def __post_init__(self) -> None:
-        self.pyramid = tuple(int(p) for p in self.pyramid)
+        self.pyramid = tuple(sorted(int(p) for p in self.pyramid))  # a set of levels: one order, one cache key
         if self.run_dir is None:
             self.run_dir = str(Path("runs") / run_name(self.benchmark, self.fold, self.backbone, self.shot))
         for name in ("datapath", "run_dir", "splits_dir", "class_split", "weights"):
@@ -131,7 +140,10 @@ class TrainConfig:
         for name in ("shot", "img_size", "bsz", "epochs"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1,
                  f"{name}={getattr(self, name)!r}: expected an integer >= 1")
-        need(_is_int(self.workers) and self.workers >= 0, f"workers={self.workers!r}: expected an integer >= 0")
+        need(self.workers is None or (_is_int(self.workers) and self.workers >= 0),
+             f"workers={self.workers!r}: expected None (automatic) or an integer >= 0")
+        need(isinstance(self.resume, bool) or self.resume == "auto",
+             f"resume={self.resume!r}: expected True, False or 'auto'")
         for name in ("val_episodes", "train_episodes_per_epoch"):
             value = getattr(self, name)
             need(value is None or (_is_int(value) and value >= 1), f"{name}={value!r}: expected None or an integer >= 1")
@@ -217,7 +229,7 @@ def unwrap(model: nn.Module) -> HSNet:
 # Data
 # ---------------------------------------------------------------------------------------------------
 
-class EpisodeSampler(Sampler[int]):
+class EpisodeSampler(Sampler[tuple[int, int]]):
     """This rank's share of an epoch's episode order, a function of (seed, epoch) only.
 
     The epoch's order is a permutation of the episodes drawn from ``RandomState([seed, epoch])``,
@@ -243,8 +255,9 @@ class EpisodeSampler(Sampler[int]):
         padding = -len(order) % self.world_size
         return order + order[:padding]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.epoch_order()[self.rank:: self.world_size])
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """(epoch, episode) keys of this rank's share (see FewShotDataset.__getitem__)."""
+        return ((self.epoch, i) for i in self.epoch_order()[self.rank:: self.world_size])
 
     def __len__(self) -> int:
         return math.ceil(self.per_epoch / self.world_size)
@@ -486,6 +499,12 @@ def load_checkpoint(path: Path, model: HSNet, optimizer: torch.optim.Optimizer,
     return Progress(payload["epoch"] + 1, payload["best_epoch"], payload["best_val_miou"])
 
 
+def read_progress(path: Path) -> Progress:
+    """The progress stored in a training checkpoint, without reading its tensors."""
+    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return Progress(payload["epoch"] + 1, payload["best_epoch"], payload["best_val_miou"])
+
+
 def check_resumable(run_dir: Path, config: TrainConfig) -> None:
     """A resumed run must have the config it started with (up to RESUMABLE_CHANGES)."""
     path = run_dir / "config.json"
@@ -509,6 +528,14 @@ def write_env(path: Path, dist: DistInfo, resumed_at: int | None) -> None:
     path.write_text(json.dumps(env, indent=2) + "\n")
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.csv ([] if there is none); floats are written exactly, so they read back equal."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 class MetricsLog:
     """metrics.csv (one row per epoch) and TensorBoard scalars of rank 0."""
 
@@ -516,16 +543,10 @@ class MetricsLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = run_dir / "metrics.csv"
-        self.rows = self._read()
-        self.rows = [r for r in self.rows if int(r["epoch"]) < start_epoch]  # drop epochs redone after resuming
+        # drop the epochs redone after resuming
+        self.rows = [r for r in read_metrics(self.path) if r["epoch"] < start_epoch]
         self._write_all()
         self.writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_epoch)
-
-    def _read(self) -> list[dict[str, Any]]:
-        if not self.path.is_file():
-            return []
-        with open(self.path, newline="") as f:
-            return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
     def _write_all(self) -> None:
         with open(self.path, "w", newline="") as f:
@@ -550,18 +571,25 @@ class MetricsLog:
 # The main loop
 # ---------------------------------------------------------------------------------------------------
 
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(config: TrainConfig, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train HSNet episodically as ``config`` says; returns a summary of the run.
+
+    ``on_epoch(row)``, if given, is called on rank 0 after every finished epoch (its checkpoints
+    written) with that epoch's metrics row -- equal to the row ``summary["history"]`` will hold --
+    so that a caller can train in one call and still show each epoch (e.g. redraw learning curves).
 
     Summary keys: run_dir, selection, epochs (the configured number), best_epoch, best_val_miou,
     last (the last metrics.csv row), history (all rows), best_checkpoint, last_checkpoint; under
-    torchrun, ranks other than 0 get history [] and last None. Raises ConfigError for an invalid
-    option combination, FileExistsError for a run directory that already holds a run (without
-    ``resume``), FileNotFoundError / ValueError for missing or malformed data and checkpoints.
+    torchrun, ranks other than 0 get history [] and last None. A finished run resumed (``resume``
+    True or "auto") returns the summary its training returned, without training again. Raises
+    ConfigError for an invalid option combination or a resumed run whose configuration differs,
+    FileExistsError for a run directory that already holds a run (``resume=False``),
+    FileNotFoundError for nothing to resume (``resume=True``) and for missing data, ValueError for
+    malformed data and checkpoints.
     """
     dist = setup_distributed(config.device)
     try:
-        return _train(config, dist)
+        return _train(config, dist, on_epoch)
     finally:
         dist.close()
 
@@ -574,30 +602,61 @@ def _check_setup(config: TrainConfig, dist: DistInfo) -> None:
         raise ConfigError(f"amp={config.amp!r} needs a CUDA device (running on {dist.device}); use amp='none'")
 
 
+def _resuming(config: TrainConfig, run_dir: Path) -> bool:
+    """Whether the run continues from run_dir/last.pt, as ``config.resume`` says (see the module docstring)."""
+    last_path = run_dir / "last.pt"
+    if not last_path.is_file():
+        if config.resume is True:
+            raise FileNotFoundError(f"resume=True but there is no {last_path} to continue (resume='auto' starts "
+                                    "afresh when there is none)")
+        return False
+    if config.resume is False:
+        raise FileExistsError(f"{run_dir} already holds a run (last.pt); pass resume=True or 'auto' (--resume) to "
+                              "continue it or choose another run directory")
+    check_resumable(run_dir, config)
+    return True
+
+
 def _loaders(config: TrainConfig, dist: DistInfo, train_ds: FewShotDataset,
              val_ds: FewShotDataset) -> tuple[DataLoader, DataLoader, EpisodeSampler]:
     per_rank = config.bsz // dist.world_size
     sampler = EpisodeSampler(len(train_ds), config.train_episodes_per_epoch, config.seed, dist.rank, dist.world_size)
-    pin = dist.device.type == "cuda"
-    train_loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, num_workers=config.workers,
-                              pin_memory=pin)
+    workers = default_workers(dist.device) if config.workers is None else config.workers
+    options = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=dist.device.type == "cuda")
+    train_loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, **options)
     val_part = first_episodes(val_ds, config.val_episodes)
     val_shard = Subset(val_part, range(dist.rank, len(val_part), dist.world_size))
-    val_loader = DataLoader(val_shard, batch_size=per_rank, shuffle=False, num_workers=config.workers, pin_memory=pin)
+    val_loader = DataLoader(val_shard, batch_size=per_rank, shuffle=False, **options)
     return train_loader, val_loader, sampler
 
 
-def _train(config: TrainConfig, dist: DistInfo) -> dict[str, Any]:
+def _summary(config: TrainConfig, state: Progress, history: list[dict[str, Any]]) -> dict[str, Any]:
+    run_dir = Path(config.run_dir)
+    return {
+        "run_dir": str(run_dir),
+        "selection": config.selection,
+        "epochs": config.epochs,
+        "best_epoch": state.best_epoch,
+        "best_val_miou": state.best_val_miou,
+        "last": history[-1] if history else None,
+        "history": history,
+        "best_checkpoint": str(run_dir / "best.pt"),
+        "last_checkpoint": str(run_dir / "last.pt"),
+    }
+
+
+def _train(config: TrainConfig, dist: DistInfo, on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     _check_setup(config, dist)
     run_dir = Path(config.run_dir)
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    resuming = last_path.is_file()
-    if resuming and not config.resume:
-        raise FileExistsError(f"{run_dir} already holds a run (last.pt); pass resume=True (--resume) to continue it "
-                              "or choose another run directory")
-    if resuming:
-        check_resumable(run_dir, config)
+    resuming = _resuming(config, run_dir)
     log = dist.main and config.progress
+    if resuming:
+        done = read_progress(last_path)
+        if done.next_epoch >= config.epochs:
+            if log:
+                tqdm.write(f"{run_dir} is finished ({done.next_epoch} epochs): nothing to train")
+            return _summary(config, done, read_metrics(run_dir / "metrics.csv") if dist.main else [])
 
     train_ds, val_ds = build_datasets(config)
     train_loader, val_loader, sampler = _loaders(config, dist, train_ds, val_ds)
@@ -620,7 +679,6 @@ def _train(config: TrainConfig, dist: DistInfo) -> dict[str, Any]:
     try:
         for epoch in range(state.next_epoch, config.epochs):
             start = time.perf_counter()
-            train_ds.set_epoch(epoch)
             sampler.set_epoch(epoch)
             trn = train_one_epoch(model, optimizer, scaler, train_loader, train_ds.class_ids, dist, config.amp,
                                   f"train {epoch}", config.progress)
@@ -639,20 +697,11 @@ def _train(config: TrainConfig, dist: DistInfo) -> dict[str, Any]:
             if log:
                 tqdm.write(f"epoch {epoch}: train loss {trn.loss:.4f} mIoU {trn.miou:.2f} | val loss {val.loss:.4f} "
                            f"mIoU {val.miou:.2f} FB-IoU {val.fbiou:.2f}{' (best)' if improved else ''}")
+            if dist.main and on_epoch is not None:
+                on_epoch(dict(row))
             dist.barrier()
     finally:
         if metrics is not None:
             metrics.close()
 
-    history = metrics.rows if metrics is not None else []
-    return {
-        "run_dir": str(run_dir),
-        "selection": config.selection,
-        "epochs": config.epochs,
-        "best_epoch": state.best_epoch,
-        "best_val_miou": state.best_val_miou,
-        "last": history[-1] if history else None,
-        "history": history,
-        "best_checkpoint": str(best_path),
-        "last_checkpoint": str(last_path),
-    }
+    return _summary(config, state, metrics.rows if metrics is not None else [])

@@ -23,6 +23,36 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return device
 
 
+MAX_DEFAULT_WORKERS = 8  # loader workers chosen by default_workers at most (see benchmarks/README.md, "Data loading")
+
+
+def available_cpus() -> int:
+    """CPUs this process can use for itself: its CPU affinity (which follows a Slurm allocation or
+    ``taskset``), at most ``SLURM_CPUS_PER_TASK``, shared with the other torchrun ranks of the node
+    (``LOCAL_WORLD_SIZE``) unless each rank is a Slurm task of its own (``SLURM_NTASKS`` > 1)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if slurm_cpus:
+        cpus = min(cpus, int(slurm_cpus))
+    own_task = bool(slurm_cpus) and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    sharing = 1 if own_task else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, cpus // sharing)
+
+
+def default_workers(device: str | torch.device | None = None) -> int:
+    """DataLoader workers for a run on `device` (None: CUDA if available) when none are asked for.
+
+    CUDA: one worker per CPU the process has (:func:`available_cpus`) less one for the main process,
+    at most MAX_DEFAULT_WORKERS. CPU: 0 -- the model's step takes all cores and dwarfs the loading,
+    so workers only compete with it (measured in benchmarks/README.md, "Data loading")."""
+    if pick_device(device).type != "cuda":
+        return 0
+    return max(0, min(available_cpus() - 1, MAX_DEFAULT_WORKERS))
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path = Path(path)

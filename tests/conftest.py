@@ -109,3 +109,102 @@ def fss_root(tmp_path_factory) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(names) + "\n")
     return root
+
+
+# -- notebooks for the suite's tests (hsnetlib.suite, hsnetlib.executors) ----------------------------
+# A tiny training, the same in the notebook and in the in-process reference (one thread: the machine is
+# shared, and torch's thread pool under contention costs more than it brings).
+TOY_TRAINING = dict(benchmark="pascal", fold=0, weights=None, img_size=32, bsz=2, val_episodes=4,
+                    train_episodes_per_epoch=4, progress=False, device="cpu")
+TOY_PARAMETERS = '''out_dir: str = "runs/x"  # where the record goes
+value: int = 1  # a number
+label: str = "a"  # a name
+outcome: str = "record"  # "record" | "fail" (raise) | "silent" (no record) | "die" (the kernel kills itself)
+wait_for: str = ""  # a file to wait for (at most 120 s) before finishing
+'''
+TOY_BODY = '''import os, signal, time
+from pathlib import Path
+from hsnetlib.suite import write_run_record
+started = time.time()
+Path(out_dir, "started").write_text(str(started))
+if outcome == "fail":
+    raise RuntimeError("boom " + label)
+if outcome == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+while wait_for and not Path(wait_for).exists():
+    assert time.time() < started + 120, f"{wait_for} did not appear"
+    time.sleep(0.1)
+if outcome == "record":
+    write_run_record(out_dir, "toy.ipynb", {"value": value, "label": label}, {"summary": {"value": value},
+                     "started": started, "finished": time.time(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")})
+'''
+TRAIN_PARAMETERS = '''out_dir: str = "runs/x"  # run folder
+data_root: str = "data"  # the synthetic benchmark
+epochs: int = 4  # training epochs
+resume: bool = False  # continue the training in out_dir
+'''
+TRAIN_BODY = f'''import time
+from hsnetlib.suite import write_run_record
+from hsnetlib.train import TrainConfig, train
+config = TrainConfig(**{TOY_TRAINING!r}, datapath=data_root, splits_dir=data_root + "/splits", epochs=epochs,
+                     run_dir=out_dir, resume=resume)
+summary = train(config)  # under DDP, ranks other than 0 get no history (and write_run_record writes nothing)
+last = summary["last"] or {{}}
+write_run_record(out_dir, "train.ipynb", {{"epochs": epochs}}, {{"summary": {{"val_loss": last.get("val_loss")}},
+                 "history": summary["history"], "finished": time.time()}})
+'''
+
+
+def write_notebook(path: Path, parameters: str, body: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "hsnet", "display_name": "HSNet (hsnet)", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def suite_notebooks(tmp_path_factory) -> Path:
+    """A folder with toy.ipynb (records, fails, stays silent or dies; can wait for a file) and train.ipynb
+    (a tiny hsnetlib training that resumes when the suite passes resume=True)."""
+    folder = tmp_path_factory.mktemp("notebooks")
+    write_notebook(folder / "toy.ipynb", TOY_PARAMETERS, TOY_BODY)
+    write_notebook(folder / "train.ipynb", TRAIN_PARAMETERS, TRAIN_BODY)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_voc(tmp_path_factory) -> Path:
+    from hsnetlib.synthetic import generate
+
+    root = tmp_path_factory.mktemp("tiny_voc")
+    generate(root, "pascal", images_per_class=3, size=64, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def reference_training(tiny_voc, tmp_path_factory) -> list[dict]:
+    """The epochs (metrics.csv rows without their times) of the toy training run without interruption."""
+    import torch
+    from hsnetlib.train import TrainConfig, train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = train(TrainConfig(**TOY_TRAINING, datapath=str(tiny_voc), splits_dir=str(tiny_voc / "splits"),
+                                    epochs=4, run_dir=str(tmp_path_factory.mktemp("reference"))))
+    finally:
+        torch.set_num_threads(threads)
+    return [{k: v for k, v in row.items() if k != "time"} for row in summary["history"]]
+
+
+def epochs_of(run_dir: Path) -> list[dict]:
+    """A training's metrics.csv rows without their times."""
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if k != "time"}
+                for row in csv.DictReader(f)]

@@ -92,27 +92,74 @@ def test_coco_test_episodes_are_the_published_draws(coco_root):
     assert episodes(dataset) == expected and dataset.class_ids == class_ids and dataset.nclass == 80
 
 
-def test_fss_test_episodes_are_the_published_draws(fss_root):
-    categories = (fss_root / "splits/fss/test.txt").read_text().split()
-    paths = [p for c in categories for p in sorted(map(str, (fss_root / "FSS-1000" / c).glob("*"))) if p.endswith(".jpg")]
+FSS_SPLITS = {  # in no sorted order; sorted() gives "Zebra" < "apple" < "apple2" < "apple_pie" (not natural order)
+    "trn": ["bus", "Zebra", "apple_pie"], "val": ["cup", "apple2"], "test": ["egg", "apple_pie2", "Fig", "apple10"],
+}
+
+
+@pytest.fixture(scope="module")
+def fss_unsorted(tmp_path_factory):
+    """FSS-1000 layout with 10 tiny images per class and split lists in the files' own (unsorted) order."""
+    root = tmp_path_factory.mktemp("fss_unsorted")
+    rng = np.random.default_rng(3)
+    mask = np.zeros((12, 16), np.uint8)
+    mask[2:8, 3:11] = 255
+    for split, names in FSS_SPLITS.items():
+        for name in names:
+            for n in range(1, 11):
+                write_pair(root / "FSS-1000" / name / f"{n}.jpg", root / "FSS-1000" / name / f"{n}.png", mask, rng)
+        (root / "splits" / "fss").mkdir(parents=True, exist_ok=True)
+        (root / "splits" / "fss" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    return root
+
+
+def published_fss_episodes(root, split, shot):
+    """The published FSS loader: sorted() class names numbered after the earlier splits (trn 0-519,
+    val 520-759, test 760-999 on FSS-1000), every .jpg of the sorted glob as query in turn, one
+    np.random.choice(range(1, 11), 1, replace=False) call per support, redrawn while equal to the query."""
+    offset = {"trn": 0, "val": len(FSS_SPLITS["trn"]), "test": len(FSS_SPLITS["trn"]) + len(FSS_SPLITS["val"])}[split]
+    categories = sorted((root / "splits" / "fss" / f"{split}.txt").read_text().split("\n")[:-1])
+    queries = [p for c in categories for p in sorted(map(str, (root / "FSS-1000" / c).glob("*"))) if p.endswith(".jpg")]
+    expected = []
     with global_numpy_seed(0):
-        expected = []
-        for query in paths:  # every image in turn (string order: 1, 10, 2, ...), supports from range(1, 11)
+        for query in queries:
+            class_sample = categories.index(Path(query).parent.name) + offset
             supports = []
-            while len(supports) < 3:
+            while len(supports) < shot:
                 support = str(Path(query).parent / f"{np.random.choice(range(1, 11), 1, replace=False)[0]}.jpg")
                 if support != query:
                     supports.append(support)
-            expected.append((query, supports))
-    dataset = build_dataset("fss", fss_root, 0, "test", 3, img_size=64, splits_dir=fss_root / "splits")
+            expected.append((query, supports, class_sample))
+    return expected
 
-    def name(path):
-        return f"{Path(path).parent.name}/{Path(path).stem}"
-    assert [(e.query, e.supports) for e in map(dataset.episode, range(len(dataset)))] == [
-        (name(q), tuple(map(name, s))) for q, s in expected
+
+def _fss_name(path):
+    return f"{Path(path).parent.name}/{Path(path).stem}"
+
+
+@pytest.mark.parametrize("split, shot", [("test", 1), ("test", 5), ("val", 3)])
+def test_fss_episodes_are_the_published_draws(fss_unsorted, split, shot):
+    expected = published_fss_episodes(fss_unsorted, split, shot)
+    dataset = build_dataset("fss", fss_unsorted, 0, split, shot, img_size=32, splits_dir=fss_unsorted / "splits")
+    assert episodes(dataset) == [(_fss_name(q), tuple(map(_fss_name, s)), c) for q, s, c in expected]
+    assert len(dataset) == 10 * len(FSS_SPLITS[split])
+
+
+def test_fss_classes_numbered_in_sorted_order_and_queries_in_string_order(fss_unsorted):
+    splits = fss_unsorted / "splits"
+    test = build_dataset("fss", fss_unsorted, 0, "test", 1, img_size=32, splits_dir=splits)
+    assert test.class_names == [*sorted(FSS_SPLITS["trn"]), *sorted(FSS_SPLITS["val"]), *sorted(FSS_SPLITS["test"])]
+    assert test.class_ids == [5, 6, 7, 8]
+    assert [test.class_names[c] for c in test.class_ids] == ["Fig", "apple10", "apple_pie2", "egg"]
+    assert [test.episode(i).query for i in range(4)] == ["Fig/1", "Fig/10", "Fig/2", "Fig/3"]
+    assert [test.episode(i).class_id for i in (0, 9, 10, 39)] == [5, 5, 6, 8]
+    trn = build_dataset("fss", fss_unsorted, 0, "trn", 1, img_size=32, splits_dir=splits)
+    assert trn.class_ids == [0, 1, 2]
+    assert [(q, c) for q, _, c in episodes(trn)] == [
+        (_fss_name(q), c) for q, _, c in published_fss_episodes(fss_unsorted, "trn", 1)
     ]
-    assert dataset.episode(1).query == "egg/10" and len(dataset) == 30
-    assert [dataset.class_names[c] for c in dataset.class_ids] == categories
+    item = test[10]
+    assert item["class_id"] == 6 and item["query_name"] == "apple10/1" and item["support_imgs"].shape == (1, 3, 32, 32)
 
 
 # -- training episodes --------------------------------------------------------------------------
@@ -129,11 +176,18 @@ def test_training_episodes_random_per_epoch_reproducible_and_worker_independent(
     epoch0 = episodes(dataset)
     assert [e[0] for e in epoch0] == lines  # the query is line i; only the supports are drawn
     assert episodes(dataset) == epoch0 == episodes(build_dataset("pascal", pascal_root, 0, "trn", 2, splits_dir=splits))
-    dataset.set_epoch(3)
+    keys = {e: [(e, i) for i in range(len(dataset))] for e in (0, 3)}  # (epoch, episode) keys, as the trainer's
+    persistent = {e: DataLoader(dataset, batch_size=4, sampler=keys[e], num_workers=2, persistent_workers=True,
+                                collate_fn=_names) for e in (0, 3)}
+    first_pass = [[n for batch in persistent[e] for n in batch] for e in (0, 3)]
+    dataset.set_epoch(3)  # the main copy only: persistent workers keep theirs
     epoch3 = episodes(dataset)
     assert epoch3 != epoch0 and episodes(dataset.with_episodes(seed=1)) != epoch0
+    assert [dataset[key]["query_name"] for key in keys[0]] == [q for q, _, _ in epoch0]
+    assert first_pass == [[n for batch in persistent[e] for n in batch] for e in (0, 3)]  # second pass, same workers
+    assert first_pass == [[(q, s) for q, s, _ in epoch] for epoch in (epoch0, epoch3)]
     loaded = [n for batch in DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=_names) for n in batch]
-    assert loaded == [(q, s) for q, s, _ in epoch3]
+    assert loaded == [(q, s) for q, s, _ in epoch3]  # plain indices after set_epoch (workers copy it per pass)
 
 
 def test_coco_training_episodes_draw_training_classes(coco_root):

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from hsnetlib.data import build_dataset
 from hsnetlib.evaluate import evaluate
@@ -82,6 +83,35 @@ def test_pascal_ignore_label_on_and_off(pascal_root, model):
     assert on.episodes["fg_inter"].equals(off.episodes["fg_inter"])  # boundary pixels are never foreground
     assert (off.episodes["fg_union"] >= on.episodes["fg_union"]).all()
     assert on.config["ignore_label"] and not off.config["ignore_label"]
+
+
+def test_pascal_at_the_original_size_with_the_ignore_label_against_the_raw_masks(pascal_root, model):
+    """Scores recomputed from the PNG label files themselves: foreground = the episode's class value,
+    boundary (255) pixels in no count; mIoU over the fold's 5 classes, FB-IoU from the summed areas."""
+    dataset = build_dataset("pascal", pascal_root, 0, "test", 1, img_size=64, splits_dir=pascal_root / "splits",
+                            use_original_imgsize=True)
+    n = 8  # classes 0, 1 and 2; episode 1's query shows class 0 as background
+    result = evaluate(model, dataset, max_episodes=n, **RUN)
+    sums = {c: np.zeros(4, np.int64) for c in dataset.class_ids}
+    for i in range(n):
+        ep, item = dataset.episode(i), dataset[i]
+        label = np.asarray(Image.open(pascal_root / "VOC2012" / "SegmentationClassAug" / f"{ep.query}.png"))
+        gt, scored = label == ep.class_id + 1, label != 255
+        assert label.shape != (64, 64) and (~scored).any()  # every query has boundary pixels to ignore
+        with torch.inference_mode():
+            pred = model.eval().predict_mask(item["query_img"][None], item["support_imgs"][None],
+                                             item["support_masks"][None], original_size=label.shape)[0].numpy() == 1
+        areas = np.array([(pred & gt & scored).sum(), ((pred | gt) & scored).sum(),
+                          (~pred & ~gt & scored).sum(), ((~pred | ~gt) & scored).sum()])
+        row = result.episodes.iloc[i]
+        assert (row.class_id, row.query) == (ep.class_id, ep.query)
+        assert [row.fg_inter, row.fg_union, row.bg_inter, row.bg_union] == areas.tolist(), ep.query
+        sums[ep.class_id] += areas
+    ious = [s[0] / max(s[1], 1) for s in sums.values()]
+    total = sum(sums.values())
+    assert result.miou == pytest.approx(100 * np.mean(ious))
+    assert result.fbiou == pytest.approx(50 * (total[0] / total[1] + total[2] / total[3]))
+    assert 0 < result.miou < 100
 
 
 def test_seeds_nshot_and_saved_files(fss_root, model, tmp_path):

@@ -474,12 +474,16 @@ def test_imagenet_weights_offline_give_a_helpful_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     assert torch.hub.get_dir() == str(tmp_path / "hub")
 
-    def offline(url, *args, **kwargs):
+    asked = []
+
+    def offline(weights, *args, **kwargs):  # torchvision's public WeightsEnum.get_state_dict, without a network
+        asked.append(weights)
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
     with pytest.raises(RuntimeError) as err:
         HSNet("resnet50", weights="imagenet")
+    assert asked == [torchvision.models.ResNet50_Weights.IMAGENET1K_V1], "the weights must come through the patched API"
     message = str(err.value)
     assert "resnet50" in message and "weights=None" in message and "weights='/path/to/" in message
     assert torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1] in message

@@ -1,9 +1,17 @@
-"""hsnetlib.suite: grid expansion and checks, papermill runs (skip done, continue past a failure,
-blocked dependants, summary) and the run records notebooks write."""
+"""hsnetlib.suite and its local executor: grid expansion and checks (every shipped grid), resources,
+papermill runs (skip done, continue past a failure, blocked dependants, summary, clear outcomes), runs at
+once pinned to their GPUs, `needs`, Ctrl-C and resume on rerun, changed configurations, state files and
+status, and the run records notebooks write."""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -11,28 +19,12 @@ import pytest
 
 from hsnetlib import suite
 
-PARAMETERS = '''out_dir: str = "runs/x"  # where the record goes
-value: int = 1  # a number
-label: str = "a"  # a name
-fail: bool = False  # raise before writing anything
-'''
-BODY = '''if fail:
-    raise RuntimeError("boom " + label)
-from hsnetlib.suite import write_run_record
-write_run_record(out_dir, "toy.ipynb", {"value": value, "label": label}, {"summary": {"value": value}})
-'''
+GRIDS = sorted((Path(__file__).resolve().parent.parent / "grids").glob("*.toml"))
 
 
 @pytest.fixture()
-def notebooks(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "hsnet", "display_name": "HSNet (hsnet)", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell(BODY)]
-    folder = tmp_path / "nbs"
-    folder.mkdir()
-    nbformat.write(nb, folder / "toy.ipynb")
-    return folder
+def notebooks(suite_notebooks):
+    return suite_notebooks
 
 
 def _grid(tmp_path, notebooks, body: str):
@@ -76,18 +68,63 @@ parameters = { label = "{grid_dir}/r-{value}-x" }
     ('[[run]]\nname = "a"\nnotebook = "missing.ipynb"\n', "does not exist"),
     ('[[run]]\nname = "a-{fold}"\nnotebook = "toy.ipynb"\n', "cannot format"),
     ('[[runs]]\nname = "a"\n', "unknown top-level key"),
+    ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nresources = { gpu = 1 }\n', r"run 'a': unknown resources key.*'gpu'"),
+    ('[resources]\ntime = "2h"\n[[run]]\nname = "a"\nnotebook = "toy.ipynb"\n', r"\[resources\]: resources time='2h'"),
+    ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nresources = { cpus = 0 }\n', "cpus=0 is not an integer >= 1"),
+    ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nresources = { gpus = true }\n', "gpus=True is not an integer"),
 ])
 def test_bad_grids_are_refused_before_anything_runs(tmp_path, notebooks, body, message):
-    with pytest.raises(suite.GridError, match=message):
-        suite.load_grid(_grid(tmp_path, notebooks, body), runs_dir=tmp_path / "runs")
+    path = _grid(tmp_path, notebooks, body)
+    with pytest.raises(suite.GridError, match=message) as err:
+        suite.load_grid(path, runs_dir=tmp_path / "runs")
+    assert str(path) in str(err.value) or "cannot format" in message
+
+
+def test_resources_defaults_and_per_run_overrides(tmp_path, notebooks):
+    grid = suite.load_grid(_grid(tmp_path, notebooks, '''
+[resources]
+gpus = 1
+time = 60
+partition = "gpu"
+sbatch = { exclusive = true, comment = "hsnet" }
+
+[[run]]
+name = "big"
+notebook = "toy.ipynb"
+resources = { gpus = 4, cpus = 32, mem_gb = 200, time = 2880, sbatch = { comment = "train" } }
+
+[[run]]
+name = "small"
+notebook = "toy.ipynb"
+'''), runs_dir=tmp_path / "runs")
+    big, small = grid.runs
+    assert big.resources == suite.Resources(gpus=4, cpus=32, mem_gb=200, time=2880, partition="gpu",
+                                            sbatch={"exclusive": True, "comment": "train"})
+    assert small.resources == suite.Resources(gpus=1, time=60, partition="gpu",
+                                              sbatch={"exclusive": True, "comment": "hsnet"})
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=[p.stem for p in GRIDS])
+def test_shipped_grids_load_and_expand(path, tmp_path):
+    """A typo in a shipped grid (a parameter, a key, a resource, a need) fails here."""
+    grid = suite.load_grid(path, runs_dir=tmp_path)
+    names = [r.name for r in grid.runs]
+    assert grid.runs and len(set(names)) == len(names)
+    for run in grid.runs:
+        assert run.parameters["out_dir"] == (tmp_path / grid.name / run.name).as_posix()
+        assert set(run.needs) <= set(names) and isinstance(run.resources, suite.Resources)
+
+
+def _outcomes(runs_dir, grid="toy"):
+    return pd.read_csv(runs_dir / grid / "summary.csv").set_index("run")
 
 
 def test_run_skip_continue_past_failure_and_summary(tmp_path, notebooks, capsys):
-    path = _grid(tmp_path, notebooks, '''
+    path = _grid(tmp_path, notebooks, """
 [[run]]
 name = "bad"
 notebook = "toy.ipynb"
-parameters = { fail = true, label = "on purpose" }
+parameters = { outcome = "fail", label = "on purpose" }
 
 [[run]]
 name = "blocked"
@@ -98,31 +135,181 @@ needs = ["bad"]
 name = "ok"
 notebook = "toy.ipynb"
 parameters = { value = 7 }
-''')
+""")
     runs = tmp_path / "runs"
-    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 1
+    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
     out = capsys.readouterr().out
-    summary = pd.read_csv(runs / "toy" / "summary.csv")
-    assert summary.set_index("run")["status"].to_dict() == {"bad": "failed", "blocked": "blocked", "ok": "done"}
-    assert "RuntimeError: boom on purpose" in summary.set_index("run").loc["bad", "detail"]
-    assert "value=7" in out and "failed or blocked" in out
+    summary = _outcomes(runs)
+    assert summary["status"].to_dict() == {"bad": "failed", "blocked": "blocked", "ok": "done"}
+    assert "RuntimeError: boom on purpose" in summary.loc["bad", "detail"]
+    assert "value=7" in out and "failed, blocked or not started" in out
     # the failed run's executed notebook keeps the error; it wrote no record
     executed = nbformat.read(runs / "toy" / "bad" / "toy.ipynb", as_version=4)
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert errors and errors[0].ename == "RuntimeError" and not (runs / "toy" / "bad" / "metrics.json").exists()
     record = json.loads((runs / "toy" / "ok" / "metrics.json").read_text())
     assert record["parameters"] == {"value": 7, "label": "a"} and record["summary"] == {"value": 7}
+    state = suite.read_state(runs / "toy" / "ok")
+    assert state["status"] == "done" and state["attempt"] == 1 and state["executor"] == "local"
+    assert state["parameters"]["value"] == 7 and state["host"] == os.uname().nodename
 
-    # a second invocation skips what is done; --force re-runs it
-    stamp = (runs / "toy" / "ok" / "metrics.json").stat().st_mtime_ns
+    # a second invocation skips what is done; --force re-runs it. A marker in the record tells the two apart
+    # (file times may not change between two writes on a coarse-timestamp file system).
+    metrics = runs / "toy" / "ok" / "metrics.json"
+    metrics.write_text(json.dumps({**record, "marker": "left by the test"}))
+    marked = metrics.read_bytes()
     outcomes = suite.run_grid(suite.load_grid(path, runs), runs, only="ok")
     assert [(o.run, o.status) for o in outcomes] == [("ok", "skipped")]
-    assert (runs / "toy" / "ok" / "metrics.json").stat().st_mtime_ns == stamp
+    assert metrics.read_bytes() == marked
+    (runs / "toy" / "ok" / "leftover.txt").write_text("from an earlier attempt")
     assert suite.main(["run", str(path), "--runs-dir", str(runs), "--only", "o*", "--force"]) == 0
-    assert (runs / "toy" / "ok" / "metrics.json").stat().st_mtime_ns != stamp
+    rewritten = json.loads(metrics.read_text())
+    assert "marker" not in rewritten and rewritten["summary"] == {"value": 7}
+    assert not (runs / "toy" / "ok" / "leftover.txt").exists()
+
+    # status: every run with its state, from the state files
+    capsys.readouterr()
+    assert suite.main(["status", str(path), "--runs-dir", str(runs)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:4]}
+    assert "failed" in rows["bad"] and "RuntimeError: boom on purpose" in rows["bad"]
+    assert "blocked" in rows["blocked"] and "needs bad" in rows["blocked"]
+    assert "done" in rows["ok"] and "value=7" in rows["ok"] and str(runs / "toy" / "ok" / "log.txt") in rows["ok"]
 
 
-def test_write_run_record_provenance(tmp_path):
+def test_changed_configuration_is_reported_not_mixed(tmp_path, notebooks):
+    body = '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\nparameters = {{ value = {} }}\n'
+    runs = tmp_path / "runs"
+    assert suite.main(["run", str(_grid(tmp_path, notebooks, body.format(1))), "--runs-dir", str(runs)]) == 0
+    path = _grid(tmp_path, notebooks, body.format(2))
+    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 1
+    detail = _outcomes(runs).loc["r", "detail"]
+    assert "configuration changed" in detail and "value (was 1, now 2)" in detail and "--force" in detail
+    assert json.loads((runs / "toy" / "r" / "metrics.json").read_text())["summary"] == {"value": 1}
+    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--force"]) == 0
+    assert json.loads((runs / "toy" / "r" / "metrics.json").read_text())["summary"] == {"value": 2}
+
+
+def test_clear_outcomes_without_record_dead_kernel_missing_kernel(tmp_path, notebooks, monkeypatch, capsys):
+    path = _grid(tmp_path, notebooks, """
+[[run]]
+name = "silent"
+notebook = "toy.ipynb"
+parameters = { outcome = "silent" }
+
+[[run]]
+name = "dies"
+notebook = "toy.ipynb"
+parameters = { outcome = "die" }
+""")
+    runs = tmp_path / "runs"
+    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
+    summary = _outcomes(runs)
+    assert summary["status"].to_dict() == {"silent": "failed", "dies": "failed"}
+    assert summary.loc["silent", "detail"] == "the notebook finished without writing metrics.json"
+    assert summary.loc["dies", "detail"].startswith("DeadKernelError")
+    assert suite.read_state(runs / "toy" / "dies")["status"] == "failed"
+    monkeypatch.setattr(suite, "KERNEL_NAME", "no-such-kernel")
+    capsys.readouterr()
+    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 2
+    assert "the Jupyter kernel 'no-such-kernel' is not installed" in capsys.readouterr().err
+
+
+def test_independent_runs_at_once_on_their_gpus_and_needs(tmp_path, notebooks):
+    """a and b each wait for the other to have started (one after the other, they would time out); c needs both."""
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, f"""
+[resources]
+gpus = 1
+
+[[run]]
+name = "a"
+notebook = "toy.ipynb"
+parameters = {{ wait_for = "{runs}/toy/b/started" }}
+
+[[run]]
+name = "b"
+notebook = "toy.ipynb"
+parameters = {{ wait_for = "{runs}/toy/a/started" }}
+
+[[run]]
+name = "c"
+notebook = "toy.ipynb"
+needs = ["a", "b"]
+""")
+    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
+    records = {n: json.loads((runs / "toy" / n / "metrics.json").read_text()) for n in "abc"}
+    a, b, c = records["a"], records["b"], records["c"]
+    assert max(a["started"], b["started"]) < min(a["finished"], b["finished"])  # they overlapped
+    assert {a["gpus"], b["gpus"]} == {"0", "1"} and c["gpus"] in ("0", "1")  # each pinned to its own GPU
+    assert c["started"] > max(a["finished"], b["finished"])  # c started after what it needs
+    assert a["provenance"]["cuda_visible_devices"] == a["gpus"] and a["provenance"]["host"] == os.uname().nodename
+
+
+def test_run_with_two_gpus_trains_with_ddp_across_two_processes(tmp_path, notebooks, tiny_voc, monkeypatch):
+    """resources.gpus = 2 under --gpus: torchrun starts one process per GPU (gloo here, on CPU); rank 0 records."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, f"""
+[[run]]
+name = "train"
+notebook = "train.ipynb"
+resources = {{ gpus = 2 }}
+parameters = {{ data_root = "{tiny_voc}", epochs = 1 }}
+""")
+    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
+    run_dir = runs / "toy" / "train"
+    assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
+    assert (run_dir / "rank1" / "train.ipynb").is_file() and not (run_dir / "rank1" / "metrics.json").exists()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert len(record["history"]) == 1 and record["provenance"]["cuda_visible_devices"] == "0,1"
+
+
+def test_interrupted_grid_resumes_its_training_on_rerun(tmp_path, notebooks, tiny_voc, reference_training,
+                                                        monkeypatch):
+    """SIGINT to the suite once the training wrote last.pt: nothing recorded; a rerun resumes (env.json) and
+    ends with the metrics of an uninterrupted training."""
+    from conftest import epochs_of
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, f"""
+[[run]]
+name = "train"
+notebook = "train.ipynb"
+parameters = {{ data_root = "{tiny_voc}", epochs = 4 }}
+""")
+    run_dir = runs / "toy" / "train"
+    command = [sys.executable, "-m", "hsnetlib.suite", "run", str(path), "--runs-dir", str(runs)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,  # as from a
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # terminal: Ctrl-C works
+    deadline = time.monotonic() + 300
+    while not (run_dir / "last.pt").exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0]
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    out = first.communicate(timeout=120)[0]
+    assert first.returncode == 1, out
+    assert "interrupted" in out
+    state = suite.read_state(run_dir)
+    assert state["status"] == "failed" and state["detail"].startswith("interrupted")
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "params.json").exists()
+    interrupted_at = len(epochs_of(run_dir))
+    assert 1 <= interrupted_at < 4
+
+    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 0
+    env = json.loads((run_dir / "env.json").read_text())
+    assert [r["epoch"] for r in env["resumes"]] == [interrupted_at]
+    assert suite.read_state(run_dir)["attempt"] == 2
+    resumed = epochs_of(run_dir)
+    assert len(resumed) == len(reference_training) == 4
+    for row, reference in zip(resumed, reference_training):
+        assert row == pytest.approx(reference, rel=1e-6)
+
+
+def test_write_run_record_provenance(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURMD_NODENAME", "node7")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"weights" * 100)
     path = suite.write_run_record(tmp_path / "run", "02_evaluate.ipynb", {"fold": 1, "pyramid": (2, 3)},
@@ -133,9 +320,15 @@ def test_write_run_record_provenance(tmp_path):
     assert record["seed"] == 5 and record["parameters"] == {"fold": 1, "pyramid": [2, 3]}
     assert record["summary"] == {"miou": None}  # NaN is not JSON
     assert {"code_version", "torch", "torchvision", "numpy", "device", "written_at"} <= set(record["provenance"])
+    where = {k: record["provenance"][k] for k in ("host", "slurm_job_id", "node", "cuda_visible_devices", "gpus")}
+    assert where == {"host": os.uname().nodename, "slurm_job_id": "42", "node": "node7", "cuda_visible_devices": "",
+                     "gpus": []}
     params = json.loads((tmp_path / "run" / "params.json").read_text())
     assert params == {"notebook": "02_evaluate.ipynb", "parameters": {"fold": 1, "pyramid": [2, 3]}, "seed": 5}
     with pytest.raises(ValueError, match="reserved"):
         suite.write_run_record(tmp_path / "run", "x.ipynb", {}, {"seed": 1})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         suite.write_run_record(tmp_path / "run", "x.ipynb", {}, {}, checkpoint=tmp_path / "none.pt")
+    monkeypatch.setenv("RANK", "1")  # other ranks of a multi-GPU run record nothing
+    suite.write_run_record(tmp_path / "rank1", "x.ipynb", {}, {})
+    assert not (tmp_path / "rank1").exists()

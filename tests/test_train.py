@@ -1,7 +1,10 @@
-"""Training engine: loss, K-shot loss, checkpoints and model selection, resume and torchrun equivalence.
+"""Training engine: loss, K-shot loss, checkpoints and model selection, resume, loader workers and
+torchrun equivalence.
 
 Short CPU runs on the synthetic PASCAL-layout benchmark (64 px, random frozen ResNet50, 8 training
-and 8 validation episodes per epoch, global batch 4).
+and 8 validation episodes per epoch, global batch 4). The uninterrupted reference run loads with 2
+persistent workers, the resumed ones with none: equal results show both resume and worker
+independence.
 """
 from __future__ import annotations
 
@@ -13,8 +16,10 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -53,15 +58,34 @@ def payload(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(voc_root, tmp_path_factory) -> dict[str, Path]:
-    """A 2-epoch run straight through, and the same run stopped after epoch 0 and resumed."""
+def runs(voc_root, tmp_path_factory) -> dict[str, Any]:
+    """A 2-epoch run straight through (2 persistent loader workers, epochs reported to a callback);
+    the same run (no workers) stopped after epoch 0 and resumed with resume=True; and once more,
+    interrupted during epoch 1 (Ctrl-C) and rerun with resume="auto"."""
+    import hsnetlib.train as engine
+
     base = tmp_path_factory.mktemp("runs")
-    straight, resumed = base / "straight", base / "resumed"
-    train(tiny(voc_root, straight))
+    straight, resumed, auto = base / "straight", base / "resumed", base / "auto"
+    reported: list[dict] = []
+    summary = train(tiny(voc_root, straight, workers=2), on_epoch=reported.append)
     train(tiny(voc_root, resumed, epochs=1))
     shutil.copy(resumed / "last.pt", base / "after_epoch0.pt")
     train(tiny(voc_root, resumed, epochs=2, resume=True))
-    return {"straight": straight, "resumed": resumed, "after_epoch0": base / "after_epoch0.pt"}
+    steps, real_step = iter(range(100)), engine.train_step
+
+    def interrupted_step(*args, **kwargs):
+        if next(steps) == 2:  # the first step of epoch 1 (2 steps per epoch)
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "train_step", interrupted_step)
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny(voc_root, auto, resume="auto"))
+    interrupted_rows = read_metrics(auto)
+    train(tiny(voc_root, auto, resume="auto"))
+    return {"straight": straight, "resumed": resumed, "auto": auto, "after_epoch0": base / "after_epoch0.pt",
+            "summary": summary, "reported": reported, "interrupted_rows": interrupted_rows}
 
 
 def test_loss_decreases_on_a_fixed_batch(voc_root, tmp_path):
@@ -116,6 +140,9 @@ def test_validation_scores_are_those_of_evaluate(voc_root, tmp_path):
         model.hpn_learner.decoder2[-1].bias[1] -= (logits[:, 1] - logits[:, 0]).median()
     ours = validate(model, DataLoader(val_ds, batch_size=4), val_ds.class_ids, DistInfo(), "none", "val", False)
     reference = evaluate(model, val_ds, batch_size=3, progress=False)
+    with pytest.warns(UserWarning, match="classes without episodes"):  # 6 episodes do not meet every class
+        with_workers = evaluate(model, val_ds, batch_size=3, num_workers=2, progress=False, max_episodes=6)
+    pd.testing.assert_frame_equal(with_workers.episodes, reference.episodes.iloc[:6])  # a batch per worker
     assert 0 < ours.miou < 100
     assert ours.miou == pytest.approx(reference.miou, abs=1e-6)
     assert ours.fbiou == pytest.approx(reference.fbiou, abs=1e-6)
@@ -193,8 +220,9 @@ def test_best_checkpoint_follows_validation_miou(voc_root, tmp_path, monkeypatch
     assert payload(run / "best.pt")["epoch"] == 1 and payload(run / "last.pt")["best_epoch"] == 1
 
 
-def test_resume_ends_like_an_uninterrupted_run(runs):
-    straight, resumed = runs["straight"], runs["resumed"]
+@pytest.mark.parametrize("resumed", ["resumed", "auto"])
+def test_resume_ends_like_an_uninterrupted_run(runs, resumed):
+    straight, resumed = runs["straight"], runs[resumed]
     drop_time = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]  # noqa: E731
     assert drop_time(read_metrics(resumed)) == drop_time(read_metrics(straight))
     a, b = payload(straight / "last.pt"), payload(resumed / "last.pt")
@@ -206,11 +234,45 @@ def test_resume_ends_like_an_uninterrupted_run(runs):
     assert [r["epoch"] for r in env["resumes"]] == [1]
 
 
-def test_existing_run_needs_resume_and_the_same_config(runs, voc_root):
-    with pytest.raises(FileExistsError, match="resume"):
+def test_epochs_are_reported_to_the_callback(runs):
+    history = runs["summary"]["history"]
+    assert [r["epoch"] for r in runs["reported"]] == [0, 1] and runs["reported"] == history
+    assert history == [{k: int(v) if k == "epoch" else v for k, v in r.items()} for r in read_metrics(runs["straight"])]
+    assert [r["epoch"] for r in runs["interrupted_rows"]] == [0]  # Ctrl-C during epoch 1 kept epoch 0
+
+
+def test_finished_run_returns_its_summary_without_training(runs, voc_root, monkeypatch):
+    import hsnetlib.train as engine
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished run was built or trained again")
+
+    monkeypatch.setattr(engine, "build_datasets", fail)
+    def stamps():
+        return {p.name: p.stat().st_mtime_ns for p in runs["straight"].iterdir() if p.is_file()}
+
+    before = stamps()
+    reported: list[dict] = []
+    for resume in (True, "auto"):
+        again = train(tiny(voc_root, runs["straight"], workers=0, resume=resume), on_epoch=reported.append)
+        assert again == runs["summary"]
+    assert reported == [] and stamps() == before
+
+
+@pytest.mark.parametrize("resume", [True, "auto"])
+def test_resumed_run_needs_the_same_config(runs, voc_root, resume):
+    changed = r"cannot resume .*: img_size \(run: 64, now: 32\); lr \(run: 0.001, now: 0.01\)"
+    with pytest.raises(ConfigError, match=changed):
+        train(tiny(voc_root, runs["straight"], lr=1e-2, img_size=32, resume=resume))
+
+
+def test_resume_modes(runs, voc_root, tmp_path):
+    with pytest.raises(FileExistsError, match="already holds a run"):
         train(tiny(voc_root, runs["straight"]))
-    with pytest.raises(ConfigError, match=r"lr \(run: 0.001, now: 0.01\)"):
-        train(tiny(voc_root, runs["straight"], lr=1e-2, resume=True))
+    with pytest.raises(FileNotFoundError, match=r"resume=True but there is no .*last\.pt"):
+        train(tiny(voc_root, tmp_path / "new", resume=True))
+    with pytest.raises(ConfigError, match="resume='yes'"):
+        tiny(voc_root, tmp_path, resume="yes")
 
 
 def test_heldout_selection_never_trains_on_validation_images(voc_root, tmp_path):
@@ -265,3 +327,25 @@ def test_torchrun_gloo_matches_single_process(runs, voc_root, tmp_path):
     ddp_row, single_row = read_metrics(run_dir)[0], read_metrics(runs["straight"])[0]
     for key in ("train_loss", "val_loss", "val_miou", "val_fbiou"):
         assert ddp_row[key] == pytest.approx(single_row[key], rel=1e-4, abs=1e-4), key
+
+
+@pytest.mark.parametrize("env, cpus, cuda_workers", [
+    ({}, 16, 8),                                                     # capped at MAX_DEFAULT_WORKERS
+    ({"SLURM_CPUS_PER_TASK": "6"}, 6, 5),                            # the Slurm allocation, one for the main process
+    ({"LOCAL_WORLD_SIZE": "4"}, 4, 3),                               # torchrun: ranks share the CPUs
+    ({"SLURM_CPUS_PER_TASK": "12", "SLURM_NTASKS": "1", "LOCAL_WORLD_SIZE": "4"}, 3, 2),  # torchrun in one task
+    ({"SLURM_CPUS_PER_TASK": "12", "SLURM_NTASKS": "4", "LOCAL_WORLD_SIZE": "4"}, 12, 8),  # a Slurm task per rank
+    ({"SLURM_CPUS_PER_TASK": "1"}, 1, 0),
+])
+def test_default_workers_follow_the_cpus_of_the_process(monkeypatch, env, cpus, cuda_workers):
+    import hsnetlib.utils as utils
+
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_NTASKS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(utils.os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert utils.available_cpus() == cpus
+    assert utils.default_workers("cpu") == 0  # CPU runs load in the main process
+    monkeypatch.setattr(utils, "pick_device", lambda device: torch.device("cuda"))
+    assert utils.default_workers() == cuda_workers

@@ -1,0 +1,121 @@
+"""The training cache of :mod:`hsnetlib.experiments` (``cache_key``, ``train_model(..., cache_dir=...)``).
+
+A wrong key silently puts one variant's training into another variant's row of a table, so every
+option a training's result depends on must change the key, and a reused training must be the very
+one that was cached. Tiny CPU trainings on the FSS layout of conftest (64 px, random ResNet50).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from hsnetlib import experiments
+from hsnetlib.experiments import Data, TrainSettings, cache_key, train_model
+from hsnetlib.train import TrainConfig
+
+BASE = dict(benchmark="pascal", datapath="data", fold=0, weights=None, img_size=64, bsz=4, epochs=2,
+            val_episodes=8, train_episodes_per_epoch=8, run_dir="runs/a", seed=0)
+
+# One changed value per TrainConfig field that a training's result depends on.
+KEY_CHANGES = {
+    # ablation options (the variants of Sec. 5.2)
+    "hypercorrelation": "deep", "pyramid": (2, 3), "kernel": "original", "block_layers": 2,
+    "support_masking": False, "finetune_backbone": True,
+    # the seed
+    "seed": 1,
+    # the data
+    "benchmark": "fss", "datapath": "other-data", "fold": 1, "shot": 5, "img_size": 128, "splits_dir": "splits",
+    "class_split": "classes.json", "selection": "heldout", "heldout_fraction": 0.2,
+    # the budget and optimisation
+    "epochs": 3, "bsz": 8, "lr": 5e-4, "backbone_lr": 1e-4, "train_episodes_per_epoch": 16, "val_episodes": 16,
+    # the model's backbone and numerics
+    "backbone": "vgg16", "weights": "imagenet", "amp": "bf16", "device": "cuda",
+}
+# Fields that only say where a training is written or how it is watched.
+NOT_IN_KEY = {"run_dir": "runs/b", "progress": False, "workers": 2, "resume": True}
+
+
+def config(**changes) -> TrainConfig:
+    return TrainConfig(**{**BASE, **changes})
+
+
+def test_every_training_option_is_classified():
+    assert set(KEY_CHANGES) | set(NOT_IN_KEY) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert all(getattr(config(), name) != value for name, value in {**KEY_CHANGES, **NOT_IN_KEY}.items())
+
+
+@pytest.mark.parametrize("name, value", list(KEY_CHANGES.items()), ids=list(KEY_CHANGES))
+def test_what_the_result_depends_on_changes_the_key(name, value):
+    assert cache_key(config(**{name: value})) != cache_key(config())
+
+
+def test_every_change_gives_its_own_key():
+    keys = {cache_key(config(**{name: value})) for name, value in KEY_CHANGES.items()}
+    assert len(keys) == len(KEY_CHANGES) and cache_key(config()) not in keys
+
+
+@pytest.mark.parametrize("name, value", list(NOT_IN_KEY.items()), ids=list(NOT_IN_KEY))
+def test_where_and_how_a_run_is_watched_keeps_the_key(name, value):
+    assert cache_key(config(**{name: value})) == cache_key(config())
+
+
+def test_key_is_stable_and_independent_of_how_values_are_spelt():
+    assert cache_key(config()) == cache_key(config())
+    assert cache_key(config(pyramid=[1, 2, 3])) == cache_key(config(pyramid=(1, 2, 3)))
+    assert cache_key(config(pyramid=[3, 2])) == cache_key(config(pyramid=(2, 3)))  # a set of levels
+
+
+# -- reuse through train_model -----------------------------------------------------------------------------
+SETTINGS = TrainSettings(backbone="resnet50", weights=None, shot=1, img_size=64, epochs=1, bsz=2, train_episodes=2,
+                         val_episodes=2, seed=0, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def data(fss_root) -> Data:
+    return Data("fss", fss_root, synthetic=True)  # synthetic: the split lists under fss_root/splits
+
+
+@pytest.fixture(scope="module")
+def cached(data, tmp_path_factory):
+    """A training written into the cache, and the cache folder."""
+    base = tmp_path_factory.mktemp("cache")
+    summary = train_model(data, 0, base / "first", SETTINGS, {"support_masking": True}, cache_dir=base / "cache")
+    return summary, base
+
+
+def test_first_training_is_trained_and_cached(cached):
+    summary, base = cached
+    assert "reused_from" not in summary and len(summary["history"]) == 1
+    entries = list((base / "cache").iterdir())
+    assert [e.name for e in entries] == [cache_key(TrainConfig(**summary["config"]))]
+    stored = json.loads((entries[0] / "summary.json").read_text())
+    assert stored["history"] == summary["history"]
+    assert (entries[0] / "best.pt").read_bytes() == (base / "first" / "best.pt").read_bytes()
+
+
+def test_same_training_elsewhere_is_reused_identically(cached, data, monkeypatch):
+    first, base = cached
+
+    def no_training(config):
+        raise AssertionError(f"trained again instead of reusing the cache: {config}")
+
+    monkeypatch.setattr(experiments, "train", no_training)
+    again = train_model(data, 0, base / "second", SETTINGS, {"support_masking": True}, cache_dir=base / "cache")
+    assert again["reused_from"] == str(base / "cache" / cache_key(TrainConfig(**first["config"])))
+    assert again["history"] == first["history"]
+    assert (again["best_epoch"], again["best_val_miou"]) == (first["best_epoch"], first["best_val_miou"])
+    assert again["best_checkpoint"] == str(base / "second" / "best.pt")
+    for name in ("best.pt", "last.pt", "metrics.csv", "config.json"):
+        assert (base / "second" / name).read_bytes() == (base / "first" / name).read_bytes(), name
+    assert again["config"] == {**first["config"], "run_dir": str(base / "second")}
+
+
+def test_another_variant_trains_anew(cached, data, tmp_path):
+    first, base = cached
+    summary = train_model(data, 0, tmp_path / "run", SETTINGS, {"support_masking": False}, cache_dir=base / "cache")
+    assert "reused_from" not in summary and summary["config"]["support_masking"] is False
+    assert summary["history"][0]["train_loss"] != first["history"][0]["train_loss"]
+    assert (base / "cache" / cache_key(TrainConfig(**summary["config"]))).is_dir()
+    assert len(list((base / "cache").iterdir())) == 2
