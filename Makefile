@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 KERNEL := hsnet
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo demo-ablations results bench gpu-check
+.PHONY: setup test demo demo-ablations lab results bench gpu-check
 
 setup: $(BIN)/activate
 	$(BIN)/pip install -e ".[dev]"
@@ -26,6 +26,9 @@ demo:
 demo-ablations: demo
 	$(BIN)/python -m hsnetlib.suite run grids/demo-ablations.toml --runs-dir runs/demo
 	$(BIN)/python -m hsnetlib.suite run grids/demo.toml --only results --force
+
+lab:  # JupyterLab with the project's kernel, "HSNet (hsnet)"
+	$(BIN)/jupyter lab
 
 bench:
 	$(BIN)/python benchmarks/bench_model.py
