@@ -26,11 +26,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hsnetlib import suite, synthetic
+from hsnetlib import predict, suite, synthetic
 from hsnetlib.data import FewShotDataset, build_dataset
 from hsnetlib.evaluate import EvalResult, evaluate
 from hsnetlib.metrics import ratio
-from hsnetlib.model import FORMAT, HSNet
+from hsnetlib.model import HSNet
 from hsnetlib.profile import profile_model
 from hsnetlib.suite import resolve
 from hsnetlib.train import TrainConfig, build_datasets, check_resumable, train
@@ -117,15 +117,10 @@ def prepare_data(benchmark: str, data_root: str, synthetic_data: bool) -> Data:
 
 
 # -- models ----------------------------------------------------------------------------------------
-def load_model(checkpoint: str, device: str | torch.device | None = None) -> HSNet:
-    """An hsnetlib checkpoint (best.pt, HSNet.save) or an authors' released best_model.pt."""
-    path = resolve(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    is_ours = isinstance(payload, dict) and payload.get("format") == FORMAT
-    del payload
-    model = HSNet.load(path) if is_ours else HSNet.from_official_checkpoint(path)
+def load_model(checkpoint: str, device: str | torch.device | None = None, backbone: str | None = None) -> HSNet:
+    """An hsnetlib checkpoint (best.pt, HSNet.save) or an authors' released best_model.pt, the path taken from
+    the project root (:func:`hsnetlib.predict.load_model`; ``backbone``, when given, must match)."""
+    model = predict.load_model(resolve(checkpoint), backbone=backbone)
     return model.to(device) if device is not None else model
 
 
