@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -148,10 +149,15 @@ def _provenance(run: str, record: dict[str, Any]) -> dict[str, Any]:
     provenance = record.get("provenance", {})
     checkpoints = {"": record.get("checkpoint"), **(record.get("checkpoints") or {})}
     return {"run": run, "notebook": record.get("notebook"), "seed": record.get("seed"),
-            "checkpoints": "; ".join(f"{name + ': ' if name else ''}{c['path']} (sha256 {c['sha256'][:12]})"
-                                     for name, c in checkpoints.items() if c),
+            "checkpoints": _in_project("; ".join(f"{name + ': ' if name else ''}{c['path']} (sha256 {c['sha256'][:12]})"
+                                                 for name, c in checkpoints.items() if c)),
             "code_version": provenance.get("code_version"), "device": provenance.get("device"),
-            "parameters": json.dumps(record.get("parameters", {}), sort_keys=True)}
+            "parameters": _in_project(json.dumps(record.get("parameters", {}), sort_keys=True))}
+
+
+def _in_project(text: str) -> str:
+    """Paths inside the project written relative to its root, so tables read the same on every machine."""
+    return text.replace(f"{project_root()}{os.sep}", "")
 
 
 def _interval(entry: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -499,7 +505,12 @@ def _line_groups(frame: pd.DataFrame) -> list[pd.DataFrame]:
 
 def _run_note(number: int, run: pd.Series) -> str:
     parameters = ", ".join(f"{k}={v!r}" for k, v in json.loads(run["parameters"]).items())
-    return (f"[{number}] `{run['run']}`: {run['notebook']}, seed {run['seed']}, "
+    seed = run["seed"]  # a float column once a record lacks its seed
+    if seed is None or (isinstance(seed, float) and math.isnan(seed)):
+        seed = "none"
+    elif isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
+    return (f"[{number}] `{run['run']}`: {run['notebook']}, seed {seed}, "
             f"checkpoints {run['checkpoints'] or 'none'}, code {run['code_version']}, device {run['device']}; parameters: {parameters}")
 
 

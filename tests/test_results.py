@@ -388,3 +388,17 @@ def test_no_runs_gives_the_paper_alone(tmp_path):
     assert set(t1["status"]) == {"no run"} and t1["paper"].notna().all()
     md = (tmp_path / "out" / "table1.md").read_text()
     assert md.count("paper (not run here)") == 4 and "Run records" not in md and "**Synthetic demo**" not in md
+
+
+def test_run_notes_show_paths_inside_the_project_relative_and_whole_seeds(monkeypatch, tmp_path):
+    monkeypatch.setattr(results, "project_root", lambda: tmp_path)
+    record = {"notebook": "02_evaluate.ipynb", "seed": 3,
+              "checkpoint": {"path": str(tmp_path / "runs" / "t" / "best.pt"), "sha256": "ab" * 32},
+              "parameters": {"out_dir": str(tmp_path / "runs" / "e"), "data_root": "/elsewhere/data"},
+              "provenance": {"code_version": "abc1234", "device": "cpu"}}
+    provenance = results._provenance("e", record)
+    assert provenance["checkpoints"] == "runs/t/best.pt (sha256 abababababab)"
+    note = results._run_note(1, pd.Series({**provenance, "seed": 3.0}))  # a float column, as pandas reads it
+    assert "seed 3," in note and str(tmp_path) not in note
+    assert "data_root='/elsewhere/data'" in note and "out_dir='runs/e'" in note
+    assert "seed none," in results._run_note(2, pd.Series({**provenance, "seed": float("nan")}))
