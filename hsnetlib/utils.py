@@ -77,15 +77,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def code_version() -> str:
-    """`git describe` of the checkout hsnetlib runs from (with -dirty), or the package version outside git."""
-    repo = Path(__file__).resolve().parent.parent
+# What produces a number: a change here marks the code version "-dirty". results/ and runs/ are outputs, which
+# a grid writes while it runs (the results run rewrites results/ before recording its own provenance).
+CODE_PATHS = ("hsnetlib", "notebooks", "grids", "data_prep", "benchmarks", "pyproject.toml")
+
+
+def code_version(repo: str | os.PathLike | None = None) -> str:
+    """`git describe` of the checkout hsnetlib runs from, with -dirty when its code (CODE_PATHS) has uncommitted
+    changes; the package version outside git."""
+    repo = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--tags"],
-            cwd=repo, capture_output=True, text=True, timeout=10, check=True,
-        )
-        return out.stdout.strip()
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+        return git("describe", "--always", "--tags") + ("-dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         from hsnetlib import __version__
         return f"hsnetlib-{__version__}"

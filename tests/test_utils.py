@@ -1,0 +1,34 @@
+"""Provenance: the code version a run records."""
+from __future__ import annotations
+
+import subprocess
+
+from hsnetlib import __version__
+from hsnetlib.utils import code_version
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+def test_code_version_is_dirty_only_for_code_changes(tmp_path):
+    for path in ("hsnetlib/model.py", "results/table1.md", "README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("v1\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "first")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert code_version(tmp_path) == head
+    (tmp_path / "results" / "table1.md").write_text("rewritten by a results run\n")  # an output
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "metrics.json").write_text("{}")
+    assert code_version(tmp_path) == head
+    (tmp_path / "hsnetlib" / "model.py").write_text("v2\n")  # the code that produced the numbers
+    assert code_version(tmp_path) == f"{head}-dirty"
+
+
+def test_code_version_outside_git_is_the_package_version(tmp_path):
+    assert code_version(tmp_path / "not-a-checkout") == f"hsnetlib-{__version__}"
