@@ -233,7 +233,7 @@ def load_grid(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> 
     if unknown:
         raise GridError(f"{path}: unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(GRID_KEYS)}")
     name = raw.get("name", path.stem)
-    grid_dir = Path(runs_dir) / name
+    grid_dir = resolve(runs_dir) / name  # absolute: the same parameters from any working directory or process
     notebooks_dir = raw.get("notebooks_dir", NOTEBOOK_DIR)
     resources = _resource_table(raw.get("resources", {}), f"{path}: [resources]")
     runs = [run for i, entry in enumerate(raw.get("run", []))

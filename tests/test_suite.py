@@ -332,3 +332,16 @@ def test_write_run_record_provenance(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "1")  # other ranks of a multi-GPU run record nothing
     suite.write_run_record(tmp_path / "rank1", "x.ipynb", {}, {})
     assert not (tmp_path / "rank1").exists()
+
+
+def test_relative_runs_dir_gives_the_parameters_a_rerun_compares_with(tmp_path, notebooks):
+    """`make demo` passes no --runs-dir ("runs", relative); the executed run records the absolute folder. The
+    grid must expand to the same parameters either way, or a finished run reads as "configuration changed"."""
+    path = _grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\nparameters = { value = 1 }\n')
+    relative, absolute = suite.load_grid(path, "runs"), suite.load_grid(path, suite.resolve("runs"))
+    assert relative.runs[0].parameters == absolute.runs[0].parameters
+    out_dir = Path(relative.runs[0].parameters["out_dir"])
+    assert out_dir.is_absolute() and out_dir == suite.resolve("runs") / "toy" / "r"
+    state_dir = tmp_path / "r"
+    suite.update_state(state_dir, parameters=absolute.runs[0].parameters)
+    assert suite.changed_parameters(relative.runs[0], state_dir) == []
