@@ -36,25 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_train, golden 
 from bench_train import measure as measure_train_step  # noqa: E402
 
 from hsnetlib.model import HSNet  # noqa: E402
-from hsnetlib.profile import profile_model  # noqa: E402
+from hsnetlib.profile import episode_inputs, profile_model  # noqa: E402
 from hsnetlib.utils import env_info  # noqa: E402
 
 BACKBONES = ("vgg16", "resnet50", "resnet101")
 LOGIT_TOL = 1e-4
-
-
-def episode(size: int, shots: int, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random normalised images and rectangular support masks (a sixth to a half of the side)."""
-    g = torch.Generator().manual_seed(seed)
-    query = torch.randn(batch, 3, size, size, generator=g)
-    supports = torch.randn(batch, shots, 3, size, size, generator=g)
-    masks = torch.zeros(batch, shots, size, size)
-    for b in range(batch):
-        for k in range(shots):
-            y, x = torch.randint(0, size // 2, (2,), generator=g).tolist()
-            h, w = torch.randint(size // 6, size // 2, (2,), generator=g).tolist()
-            masks[b, k, y:y + h, x:x + w] = 1
-    return query, supports, masks
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,7 +60,7 @@ def votes_and_decided(model: HSNet, query, supports, masks) -> tuple[torch.Tenso
 @torch.no_grad()
 def agreement(size: int) -> list[dict]:
     rows = []
-    query, supports, masks = episode(size, shots=5)
+    query, supports, masks = episode_inputs(size, nshot=5)
     for backbone in BACKBONES:
         torch.manual_seed(0)
         model = HSNet(backbone, weights=None).eval()
@@ -165,7 +151,7 @@ def inference(size: int, repeats: int) -> list[dict]:
         model = HSNet(backbone, weights=None).cuda().eval()
         for shots in (1, 5):
             for batch in (1, 16):
-                q, s, m = (t.cuda() for t in episode(size, shots, batch))
+                q, s, m = episode_inputs(size, shots, device="cuda", batch=batch)
                 for amp in ("none", "bf16"):
                     def run():
                         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp == "bf16"):

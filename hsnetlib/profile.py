@@ -75,13 +75,13 @@ class PeakLiveTensors(TorchDispatchMode):
         return out
 
 
-def episode_inputs(img_size: int, nshot: int = 1, device: str | torch.device = "cpu", seed: int = 0
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A random episode: query (1, 3, S, S), supports (1, K, 3, S, S), support masks (1, K, S, S) in {0, 1}."""
+def episode_inputs(img_size: int, nshot: int = 1, device: str | torch.device = "cpu", seed: int = 0,
+                   batch: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random episodes: query (B, 3, S, S), supports (B, K, 3, S, S), support masks (B, K, S, S) in {0, 1}."""
     g = torch.Generator().manual_seed(seed)
-    query = torch.randn(1, 3, img_size, img_size, generator=g)
-    supports = torch.randn(1, nshot, 3, img_size, img_size, generator=g)
-    masks = (torch.rand(1, nshot, img_size, img_size, generator=g) > 0.5).float()
+    query = torch.randn(batch, 3, img_size, img_size, generator=g)
+    supports = torch.randn(batch, nshot, 3, img_size, img_size, generator=g)
+    masks = (torch.rand(batch, nshot, img_size, img_size, generator=g) > 0.5).float()
     return query.to(device), supports.to(device), masks.to(device)
 
 
