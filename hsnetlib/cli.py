@@ -11,23 +11,73 @@ Exit codes: 0 success; 2 usage error (bad or contradictory options, printed with
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hsnetlib import predict
 from hsnetlib.backbone import BACKBONES
-from hsnetlib.conv4d import KERNELS
 from hsnetlib.data import BENCHMARKS
-from hsnetlib.model import HYPERCORRELATIONS
-from hsnetlib.train import AMP_MODES, SELECTIONS, ConfigError, TrainConfig, run_name
+from hsnetlib.model import PAPER_IMG_SIZE, HSNetConfig
+from hsnetlib.train import ConfigError, TrainConfig, run_name
 
-TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+# The command line's names for config fields whose flag is not --FIELD-NAME: the authors' flags first.
+ALIASES = {"shot": ("--nshot",), "epochs": ("--niter", "--epochs"), "run_dir": ("--logpath",),
+           "workers": ("--workers", "--nworker"), "progress": ("--no-progress",)}
+MODEL_PREFIX = "model."  # namespace attributes of the HSNetConfig fields
 
 
 def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
+
+
+def _finite_float(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
+
+
+def _value_type(f: dataclasses.Field) -> Callable[[str], Any]:
+    """The argparse type of a config field, from its annotation (strings: ``from __future__ import annotations``)."""
+    if f.name == "weights":
+        return _weights
+    kinds = str(f.type).replace(" ", "").split("|")
+    return int if "int" in kinds else _finite_float if "float" in kinds else str
+
+
+def _add_fields(p: argparse.ArgumentParser, config_fields: Sequence[dataclasses.Field], prefix: str = "",
+                skip: Sequence[str] = ()) -> None:
+    """One flag per config field, help and choices from the field's metadata; unset flags are not in the
+    namespace (``argparse.SUPPRESS``), so that the config's (or a resumed run's) values apply."""
+    for f in config_fields:
+        if f.name in skip:
+            continue
+        flags = ALIASES.get(f.name, (f"--{f.name.replace('_', '-')}",))
+        meta = f.metadata
+        help = meta["help"] + (f" (paper {meta['paper']})" if meta.get("paper") else "")
+        kwargs: dict[str, Any] = {}
+        if isinstance(f.default, bool):
+            flags = (f"--no-{f.name.replace('_', '-')}",) if f.default else flags
+            kwargs["action"] = "store_false" if f.default else "store_true"
+            help = f"do not {help}" if f.default else help
+        else:
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            help += "" if "(default:" in help else f" (default: {default})"
+            if isinstance(default, tuple):
+                kwargs.update(type=int, nargs="+")
+            else:
+                kwargs["type"] = _value_type(f)
+                choices = meta.get("choices")
+                choices = tuple(choices() if callable(choices) else choices) if choices is not None else None
+                if choices is not None:
+                    kwargs["choices"] = [c for c in choices if c is not None]  # None: the option left unset
+        if "action" not in kwargs:
+            kwargs["metavar"] = None if "choices" in kwargs else f.name.upper()
+        p.add_argument(*flags, dest=prefix + f.name, default=argparse.SUPPRESS, help=help, **kwargs)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -41,61 +91,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        description="Train HSNet episodically. Unset options take TrainConfig's defaults, or with "
                                    "--resume those of the run being resumed. Several GPUs: "
                                    "torchrun --nproc_per_node N -m hsnetlib train ...")
-
-    def opt(*flags: str, dest: str, help: str, **kwargs: Any) -> None:
-        default = TRAIN_DEFAULTS[dest]
-        if dest == "run_dir":
-            default = "runs/BENCHMARK-foldF-BACKBONE-Kshot"
-        flag_only = kwargs.get("action") in ("store_true", "store_false", "store_const")
-        shown = "" if flag_only or "(default:" in help else f" (default: {default})"
-        p.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, help=help + shown, **kwargs)
-
-    opt("--benchmark", dest="benchmark", choices=BENCHMARKS, help="benchmark to train on")
-    opt("--datapath", dest="datapath", help="data root holding the benchmark (README section 'Data sets')")
-    opt("--fold", dest="fold", type=int, help="fold whose classes are held out for testing")
-    opt("--backbone", dest="backbone", choices=sorted(BACKBONES), help="frozen feature extractor")
-    opt("--weights", dest="weights", type=_weights,
-        help="backbone initialisation: 'imagenet', 'none' (random) or the path of a torchvision state dict")
-    opt("--hypercorrelation", dest="hypercorrelation", choices=HYPERCORRELATIONS,
-        help="which backbone layers are correlated (paper Fig. 6)")
-    opt("--pyramid", dest="pyramid", type=int, nargs="+", help="pyramid levels used, 1 = finest (paper Fig. 7)")
-    opt("--kernel", dest="kernel", choices=sorted(KERNELS), help="4D convolution kernel (paper Table 4)")
-    opt("--block-layers", dest="block_layers", type=int, help="(4D conv, GN, ReLU) layers per block (paper Fig. 9)")
-    opt("--no-support-masking", dest="support_masking", action="store_false",
-        help="do not mask the support features (paper Table 1, dagger)")
-    opt("--finetune-backbone", dest="finetune_backbone", action="store_true",
-        help="train the backbone too, with --backbone-lr (paper Fig. 10)")
-    opt("--nshot", dest="shot", type=int, help="supports per training episode; K > 1 sums K 1-shot losses")
-    opt("--img-size", dest="img_size", type=int, help="square input size in pixels")
-    opt("--bsz", dest="bsz", type=int, help="global batch size (episodes per step, over all processes)")
-    opt("--lr", dest="lr", type=float, help="Adam learning rate of the learner")
-    opt("--backbone-lr", dest="backbone_lr", type=float, help="Adam learning rate of the backbone with --finetune-backbone")
-    opt("--niter", dest="epochs", type=int, help="number of epochs")
-    opt("--workers", "--nworker", dest="workers", type=int,
-        help="DataLoader worker processes per process (default: on CUDA one per CPU of the process less one, "
-             "at most 8; 0 on CPU)")
-    opt("--seed", dest="seed", type=int, help="seed of the learner's initialisation and the training episodes")
-    opt("--logpath", dest="run_dir",
-        help="run directory: config.json, env.json, metrics.csv, tb/, last.pt, best.pt")
-    opt("--amp", dest="amp", choices=AMP_MODES, help="mixed precision on CUDA: bf16, or fp16 with a gradient scaler")
-    opt("--selection", dest="selection", choices=SELECTIONS,
-        help="model selection: validate on the test fold's episodes (published) or on held-out images of the "
-             "training classes (leak-free)")
-    opt("--heldout-fraction", dest="heldout_fraction", type=float,
-        help="share of each training class's images held out with --selection heldout")
-    opt("--val-episodes", dest="val_episodes", type=int,
-        help="validation episodes per epoch (default: all of the validation split, 1000 on PASCAL/COCO; "
-             "1000 with --selection heldout)")
-    opt("--train-episodes", dest="train_episodes_per_epoch", type=int,
-        help="training episodes per epoch (default: one pass over all of them)")
-    opt("--resume", dest="resume", action="store_const", const="auto",
-        help="continue the run in --logpath from its last.pt (starts afresh if there is none; a finished run "
-             "is not trained again)")
-    opt("--splits-dir", dest="splits_dir",
-        help="directory of split lists replacing the shipped ones (synthetic data: ROOT/splits)")
-    opt("--class-split", dest="class_split", help="benchmark 'folder': JSON file {\"trn\": [...], \"val\": [...], "
-                                                  "\"test\": [...]} of class folder names")
-    opt("--no-progress", dest="progress", action="store_false", help="no progress bars or per-epoch lines")
+    _add_fields(p, dataclasses.fields(HSNetConfig), prefix=MODEL_PREFIX)
+    _add_fields(p, dataclasses.fields(TrainConfig), skip=("model", "resume", "device"))
+    p.add_argument("--resume", dest="resume", action="store_const", const="auto", default=argparse.SUPPRESS,
+                   help="continue the run in --logpath from its last.pt (starts afresh if there is none; a finished "
+                        "run is not trained again)")
     _add_common(p)
     p.set_defaults(func=run_train, parser=p)
 
@@ -105,7 +105,8 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
                                                  "authors' best_model.pt (detected automatically)")
     p.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
                    help="expected backbone; a checkpoint of another one is an error (default: the checkpoint's)")
-    p.add_argument("--img-size", type=int, default=400, help="square input size in pixels (default: 400)")
+    p.add_argument("--img-size", type=int, default=PAPER_IMG_SIZE,
+                   help=f"square input size in pixels (default: {PAPER_IMG_SIZE})")
 
 
 def _add_test(sub: argparse._SubParsersAction) -> None:
@@ -138,18 +139,10 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segment one's own query images given annotated support images",
-                       description="Segment query images with K support (image, mask) pairs. Masks are greyscale, "
-                                   "foreground >= 128 (e.g. 0/255 PNG). Writes STEM_mask.png (0/255) and "
-                                   "STEM_overlay.png per query, at the query's original size.")
-    _add_eval_options(p)
-    p.add_argument("--support", nargs="+", action="extend", required=True, metavar="IMG MASK",
-                   help="support image and mask pairs: --support IMG MASK [IMG MASK ...] (repeatable)")
-    p.add_argument("--query", nargs="+", action="extend", required=True, metavar="IMG", help="query images")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p = sub.add_parser("predict", help="segment one's own query images given annotated support images")
+    predict.add_arguments(p)
     _add_common(p)
-    p.set_defaults(func=run_predict, parser=p)
+    p.set_defaults(func=predict.run_cli, parser=p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,12 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from the explicitly given options over the defaults -- or, with --resume and an
     existing run, over the run's config.json."""
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    options = vars(args)
+    given = {f.name: options[f.name] for f in dataclasses.fields(TrainConfig) if f.name in options}
+    model = {f.name: options[MODEL_PREFIX + f.name] for f in dataclasses.fields(HSNetConfig)
+             if MODEL_PREFIX + f.name in options}
     if given.get("resume"):
-        stored = Path(TrainConfig(**given).run_dir) / "config.json"
+        stored = Path(TrainConfig(**given, model=_model_config(model)).run_dir) / "config.json"
         if stored.is_file():
-            given = {**json.loads(stored.read_text()), **given}
-    return TrainConfig(**given)
+            run = json.loads(stored.read_text())
+            given, model = {**run, **given}, {**run.get("model", {}), **model}
+    return TrainConfig(**(given | {"model": _model_config(model)}))
+
+
+def _model_config(options: dict[str, Any]) -> HSNetConfig:
+    try:
+        return HSNetConfig(**options)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -193,7 +197,8 @@ def run_test(args: argparse.Namespace) -> int:
 
     device = getattr(args, "device", None)
     model = load_model(args.load, backbone=args.backbone)
-    dataset = build_dataset(args.benchmark, args.datapath, args.fold, "test", args.nshot, img_size=args.img_size,
+    dataset = build_dataset(args.benchmark, args.datapath, fold=args.fold, split="test", shot=args.nshot,
+                            img_size=args.img_size,
                             use_original_imgsize=args.use_original_imgsize, class_split=args.class_split,
                             splits_dir=args.splits_dir)
     out = Path(args.logpath or Path("runs") / "test" / run_name(args.benchmark, args.fold, model.config.backbone,
@@ -228,20 +233,6 @@ def visualize(model, dataset, out_dir: Path, n: int, device) -> None:
                                       item["support_masks"][None].to(device))[0]
         name = dataset.class_names[item["class_id"]].replace("/", "_").replace(" ", "_")
         episode_panel(item, pred).save(out_dir / f"episode{idx:04d}_{name}.png")
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    from hsnetlib.predict import load_model, predict
-
-    if len(args.support) % 2:
-        args.parser.error(f"--support takes IMG MASK pairs; got {len(args.support)} paths")
-    pairs = list(zip(args.support[0::2], args.support[1::2]))
-    model = load_model(args.load, backbone=args.backbone)
-    records = predict(model, pairs, args.query, args.out, img_size=args.img_size,
-                      device=getattr(args, "device", None), progress=args.progress)
-    for r in records:
-        print(f"{r['query']}: foreground {100 * r['foreground']:.1f}% -> {r['mask']}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -85,19 +85,19 @@ def evaluate(
     ignore_label: bool | None = None,
     progress: bool = True,
     n_bootstrap: int = 1000,
-    max_episodes: int | None = None,
+    episodes: int | None = None,
 ) -> EvalResult:
     """Score `model` on the episodes of `dataset` redrawn for `nshot` supports (None: the data set's
     shot) and episode seed `seed`, or each of `seeds`. `ignore_label` None is the published choice:
     PASCAL-5i's boundary pixels are not scored (other benchmarks have no ignore label); False
-    scores them as background (paper Table A1). `max_episodes` scores only the first episodes of
-    each seed (a quick look; published numbers use all of them). `num_workers` None takes
+    scores them as background (paper Table A1). `episodes` scores only the first episodes of
+    each seed (None: all of the data set's, as published). `num_workers` None takes
     :func:`hsnetlib.utils.default_workers` (0 on CPU); memory is pinned on CUDA. The episodes and
     scores do not depend on the number of workers."""
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: expected >= 1")
-    if max_episodes is not None and max_episodes < 1:
-        raise ValueError(f"max_episodes={max_episodes}: expected >= 1 or None")
+    if episodes is not None and not (isinstance(episodes, int) and episodes >= 1):
+        raise ValueError(f"episodes={episodes!r}: expected an integer >= 1 or None")
     device = pick_device(device)
     num_workers = default_workers(device) if num_workers is None else num_workers
     nshot = dataset.shot if nshot is None else nshot
@@ -110,7 +110,7 @@ def evaluate(
     try:
         runs = [
             _run(model, _episodes_for(dataset, s, nshot), s, batch_size, device, num_workers, ignore_label,
-                 progress, max_episodes)
+                 progress, episodes)
             for s in seeds
         ]
     finally:
@@ -121,7 +121,7 @@ def evaluate(
             warnings.warn(f"seed {run.seed}: fold classes without episodes count as IoU 0 in mIoU: {missing}")
     return _result(runs, dataset, dict(
         dataset=dataclasses.asdict(dataset.config), nshot=nshot, seeds=seeds, batch_size=batch_size,
-        ignore_label=ignore_label, max_episodes=max_episodes, n_bootstrap=n_bootstrap, bootstrap_seed=BOOTSTRAP_SEED,
+        ignore_label=ignore_label, episodes=episodes, n_bootstrap=n_bootstrap, bootstrap_seed=BOOTSTRAP_SEED,
         model=dataclasses.asdict(model.config) if dataclasses.is_dataclass(getattr(model, "config", None)) else None,
         env=env_info(device),
     ), n_bootstrap)
@@ -148,12 +148,12 @@ def _collate(items: list[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], list
 
 
 def _run(model, dataset: FewShotDataset, seed: int, batch_size: int, device: torch.device,
-         num_workers: int, ignore_label: bool, progress: bool, max_episodes: int | None) -> _SeedRun:
-    """Score the episodes of `dataset` (one seed), the first `max_episodes` if given."""
+         num_workers: int, ignore_label: bool, progress: bool, episodes: int | None) -> _SeedRun:
+    """Score the episodes of `dataset` (one seed), the first `episodes` if given."""
     meter = IoUMeter(dataset.class_ids, ignore_label=ignore_label)
     records = []
-    episodes = Subset(dataset, range(min(len(dataset), max_episodes if max_episodes is not None else len(dataset))))
-    loader = DataLoader(episodes, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate,
+    scored = Subset(dataset, range(len(dataset) if episodes is None else min(len(dataset), episodes)))
+    loader = DataLoader(scored, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda")  # one pass per seed: nothing for persistent workers to keep
     desc = f"eval {dataset.benchmark} fold {dataset.fold} {dataset.shot}-shot seed {seed}"
     with torch.inference_mode():

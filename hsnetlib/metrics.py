@@ -17,7 +17,7 @@ silently dropped; `per_class` shows its union of 0 and its episode count.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,6 +103,32 @@ class IoUMeter:
         return frame
 
 
+def _onehot(class_ids: Sequence[int], classes: Sequence[int]) -> np.ndarray:
+    """(N, C) float indicator of each episode's class among `classes`."""
+    slot = {int(c): i for i, c in enumerate(classes)}
+    onehot = np.zeros((len(class_ids), len(slot)))
+    onehot[np.arange(len(class_ids)), [slot[int(c)] for c in class_ids]] = 1
+    return onehot
+
+
+def _resampled_miou(weights: np.ndarray, onehot: np.ndarray, fg_inter: np.ndarray, fg_union: np.ndarray) -> np.ndarray:
+    """Fold mIoU (percent) of each replicate: weights (n_boot, N) episode counts, onehot (N, C) -> (n_boot,)."""
+    inter = weights @ (onehot * fg_inter[:, None])  # (n_boot, C)
+    union = weights @ (onehot * fg_union[:, None])
+    return ratio(inter, union).mean(-1) * 100
+
+
+def _resample(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
+    """(n_boot, n) counts of each of n items in n_boot resamples with replacement."""
+    return rng.multinomial(n, np.full(n, 1 / n), size=n_boot)
+
+
+def _interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    alpha = (1 - level) / 2
+    low, high = np.quantile(replicates, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
 def bootstrap_miou(
     fg_inter: np.ndarray,
     fg_union: np.ndarray,
@@ -121,17 +147,44 @@ def bootstrap_miou(
     """
     rng = np.random.default_rng(seed)
     groups = np.zeros(len(fg_inter), np.int64) if groups is None else np.asarray(groups)
-    slot = {c: i for i, c in enumerate(fold_classes)}
-    onehot = np.zeros((len(fg_inter), len(slot)))  # (N, C)
-    onehot[np.arange(len(fg_inter)), [slot[int(c)] for c in class_ids]] = 1
+    onehot = _onehot(class_ids, fold_classes)  # (N, C)
     replicates = np.zeros(n_boot)
     unique_groups = np.unique(groups)
     for group in unique_groups:
         members = np.flatnonzero(groups == group)
-        weights = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=n_boot)  # (n_boot, n)
-        inter = weights @ (onehot[members] * fg_inter[members, None])  # (n_boot, C)
-        union = weights @ (onehot[members] * fg_union[members, None])
-        replicates += ratio(inter, union).mean(1) * 100 / len(unique_groups)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(replicates, [alpha, 1 - alpha])
-    return float(low), float(high)
+        weights = _resample(rng, len(members), n_boot)  # (n_boot, n)
+        replicates += _resampled_miou(weights, onehot[members], fg_inter[members], fg_union[members]) / len(unique_groups)
+    return _interval(replicates, level)
+
+
+PAIRING_KEYS = ("seed", "episode", "class_id", "query", "supports")  # what makes two scored episodes the same
+
+
+def paired_bootstrap(episodes: pd.DataFrame, reference: pd.DataFrame, fold_classes: Sequence[int] | None = None,
+                     n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """The fold mIoU difference ``episodes`` - ``reference`` on the same episodes, with a paired percentile
+    bootstrap interval.
+
+    Both frames are per-episode scores (``EvalResult.episodes``: PAIRING_KEYS, fg_inter, fg_union). Each
+    replicate resamples the shared episodes with replacement -- the same draw for both -- and recomputes both
+    fold mIoUs from the resampled per-class sums (as :func:`bootstrap_miou` does for one), so the
+    episode-to-episode difficulty both share cancels in the difference. ``fold_classes`` (default: the classes
+    met) are the classes averaged over; a fold class without episodes counts as IoU 0 in both.
+    Returns {"delta_miou", "ci95": [low, high], "episodes"}.
+    """
+    keys = list(PAIRING_KEYS)
+    if len(episodes) != len(reference) or not episodes[keys].reset_index(drop=True).equals(
+            reference[keys].reset_index(drop=True)):
+        raise ValueError("a paired comparison needs both evaluations on the same episodes (same data, fold, shots, "
+                         "episode seed and count)")
+    classes = sorted(set(episodes["class_id"]) | set(fold_classes if fold_classes is not None else []))
+    onehot = _onehot(episodes["class_id"].to_numpy(), classes)  # (N, C)
+    weights = _resample(np.random.default_rng(seed), len(episodes), n_boot)  # (n_boot, N)
+
+    def miou(frame: pd.DataFrame, w: np.ndarray) -> np.ndarray:
+        return _resampled_miou(w, onehot, frame["fg_inter"].to_numpy(), frame["fg_union"].to_numpy())
+
+    delta = miou(episodes, weights) - miou(reference, weights)
+    everything = np.ones((1, len(episodes)))
+    point = float(miou(episodes, everything)[0] - miou(reference, everything)[0])
+    return {"delta_miou": point, "ci95": list(_interval(delta, level)), "episodes": len(episodes)}

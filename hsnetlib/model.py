@@ -8,22 +8,24 @@
 * Sec. 4.4: center-pivot 4D convolutions (:mod:`hsnetlib.conv4d`).
 * Sec. 4.5: K-shot voting -- :meth:`HSNet.predict_mask`.
 
-Every ablation of Sec. 5.2 is a constructor option of :class:`HSNet` with the paper's default.
+Every ablation of Sec. 5.2 is a field of :class:`HSNetConfig` (``variant=True``) with the paper's default;
+``HSNet(HSNetConfig(kernel="original"))`` builds that variant.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsnetlib.backbone import UNUSED_HEADS, backbone_spec, build_backbone, extract_taps
+from hsnetlib.backbone import BACKBONES, UNUSED_HEADS, backbone_spec, build_backbone, extract_taps
 from hsnetlib.conv4d import KERNELS
-from hsnetlib.utils import atomic_save
+from hsnetlib.utils import atomic_save, load_checkpoint
 
 FORMAT = "hsnetlib"
 FORMAT_VERSION = 1
@@ -39,38 +41,73 @@ SPARSE_SUPPORT = 0.7  # below this fraction of unmasked support positions, corre
 HYPERCORRELATIONS = ("full", "shallow", "deep")
 
 
-@dataclass
+PAPER_IMG_SIZE = 400  # the published input size (spec, "Evaluation"): every pyramid level squeezes to a 2x2 support grid
+
+
+def option(default: Any, *, help: str, choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
+           paper: str | None = None, variant: bool = False) -> Any:
+    """A model option: its default and, as field metadata, its help text, its admissible values (a sequence, or
+    a function returning the names of a registry), the paper section it comes from and whether it is an
+    ablation variant of Sec. 5.2 (what the studies, the training cache and the result tables vary)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "paper": paper, "variant": variant})
+
+
+def option_choices(f: dataclasses.Field) -> tuple[Any, ...] | None:
+    """A field's admissible values (None: any value of its type)."""
+    choices = f.metadata.get("choices")
+    return tuple(choices() if callable(choices) else choices) if choices is not None else None
+
+
+@dataclass(kw_only=True)
 class HSNetConfig:
-    """The model's options, with the paper's defaults. Stored in every checkpoint the project writes."""
-    backbone: str = "resnet50"                  # "vgg16" | "resnet50" | "resnet101"
-    weights: str | None = "imagenet"            # "imagenet" | None (random init) | path of a torchvision state dict
-    hypercorrelation: str = "full"              # "full" | "shallow" | "deep" (Fig. 6, Table A3)
-    pyramid: tuple[int, ...] = (1, 2, 3)        # pyramid levels used, 1 = finest (Fig. 7, Table A4)
-    kernel: str = "center_pivot"                # "center_pivot" | "original" | "separable" (Table 4)
-    block_layers: int = 3                       # (4D conv, GN, ReLU) triples per block (Fig. 9)
-    support_masking: bool = True                # Eq. 1; False is Table 1's row marked with a dagger
-    finetune_backbone: bool = False             # Fig. 10: backbone trainable (the trainer gives it lr 1e-5)
+    """The model's options, with the paper's defaults. Stored in every checkpoint the project writes.
+
+    Every option is declared once here; its metadata (see :func:`option`) drives the validation, the command
+    line flags and the variant columns of the suite and the result tables.
+    """
+    backbone: str = option("resnet50", choices=lambda: sorted(BACKBONES), paper="Sec. 5.1",
+                           help="frozen feature extractor")
+    weights: str | None = option("imagenet", help="backbone initialisation: 'imagenet' (torchvision's weights), "
+                                                  "None (random) or the path of a torchvision state dict")
+    hypercorrelation: str = option("full", choices=HYPERCORRELATIONS, paper="Fig. 6, Table A3", variant=True,
+                                   help="which backbone layers are correlated")
+    pyramid: tuple[int, ...] = option((1, 2, 3), choices=PYRAMIDS, paper="Fig. 7, Table A4", variant=True,
+                                      help="pyramid levels used, 1 = finest")
+    kernel: str = option("center_pivot", choices=lambda: sorted(KERNELS), paper="Table 4", variant=True,
+                         help="4D convolution kernel")
+    block_layers: int = option(3, choices=(1, 2, 3, 4), paper="Fig. 9", variant=True,
+                               help="(4D conv, GroupNorm, ReLU) layers per building block")
+    support_masking: bool = option(True, choices=(True, False), paper="Eq. 1, Table 1 (dagger: False)", variant=True,
+                                   help="mask the support features with the support mask")
+    finetune_backbone: bool = option(False, choices=(True, False), paper="Fig. 10", variant=True,
+                                     help="train the backbone too (the trainer gives it its own learning rate)")
 
     def __post_init__(self) -> None:
-        backbone_spec(self.backbone)
+        backbone_spec(self.backbone)  # an unknown name's error lists the registered ones
         if self.weights is not None and not isinstance(self.weights, (str, os.PathLike)):
             raise ValueError(f"weights must be 'imagenet', None or a file path, got {self.weights!r}")
         if self.weights is not None:
             self.weights = str(self.weights)
-        if self.hypercorrelation not in HYPERCORRELATIONS:
-            raise ValueError(f"unknown hypercorrelation={self.hypercorrelation!r}; choose one of {HYPERCORRELATIONS}")
-        self.pyramid = tuple(sorted(int(p) for p in self.pyramid))
-        if self.pyramid not in PYRAMIDS:
-            raise ValueError(f"unsupported pyramid={self.pyramid}; choose one of {PYRAMIDS} (levels 1 = finest .. 3)")
-        if self.kernel not in KERNELS:
-            raise ValueError(f"unknown kernel={self.kernel!r}; choose one of {sorted(KERNELS)}")
-        if not (isinstance(self.block_layers, int) and 1 <= self.block_layers <= 4):
-            raise ValueError(f"block_layers must be an integer in 1..4, got {self.block_layers!r}")
+        if isinstance(self.pyramid, (list, tuple, set)):  # a set of levels: one order, one cache key
+            self.pyramid = tuple(sorted(p if isinstance(p, bool) else int(p) for p in self.pyramid))
+        for f in dataclasses.fields(self):
+            choices = option_choices(f)
+            value = getattr(self, f.name)
+            if choices is not None and not any(value == c and type(value) is type(c) for c in choices):
+                raise ValueError(f"unknown {f.name}={value!r}; choose one of {', '.join(map(repr, choices))}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
     def level_channels(self) -> dict[int, int]:
         """|L_p|: correlation channels per pyramid level."""
         taps = backbone_spec(self.backbone).level_taps
         return {p: (taps[p - 1] if self.hypercorrelation == "full" else 1) for p in self.pyramid}
+
+
+def variant_fields() -> list[str]:
+    """The names of the ablation options (metadata ``variant=True``), in declaration order."""
+    return [f.name for f in dataclasses.fields(HSNetConfig) if f.metadata.get("variant")]
 
 
 def squeeze_schedule(level: int, layers: int) -> list[tuple[int, int, int]]:
@@ -209,23 +246,28 @@ class Hypercorrelation(nn.Module):
 
 
 class HSNet(nn.Module):
-    """HSNet with a frozen torchvision backbone. ``model(query, support, support_mask)`` gives logits (B, 2, H, W)."""
+    """HSNet with a frozen backbone. ``model(query, support, support_mask)`` gives logits (B, 2, H, W).
 
-    def __init__(self, backbone: str = "resnet50", weights: str | os.PathLike | None = "imagenet", *,
-                 hypercorrelation: str = "full", pyramid: tuple[int, ...] = (1, 2, 3), kernel: str = "center_pivot",
-                 block_layers: int = 3, support_masking: bool = True, finetune_backbone: bool = False):
+    ``HSNet(HSNetConfig(...))`` is the one constructor (``HSNet()``: the paper's ResNet50 model with ImageNet
+    weights). The learner's initialisation draws from torch's global generator, as any ``nn.Module`` does;
+    :func:`hsnetlib.train.build_model` seeds it without touching the caller's random state.
+    """
+
+    def __init__(self, config: HSNetConfig | None = None):
         super().__init__()
-        self.config = HSNetConfig(backbone, weights, hypercorrelation, tuple(pyramid), kernel, block_layers,
-                                  support_masking, finetune_backbone)
-        self.backbone = build_backbone(backbone, self.config.weights)
-        self.backbone.requires_grad_(finetune_backbone)
+        if config is not None and not isinstance(config, HSNetConfig):
+            raise TypeError(f"HSNet(config) takes an HSNetConfig, got {type(config).__name__}; "
+                            "a dict goes through HSNet.from_config")
+        self.config = dataclasses.replace(config) if config is not None else HSNetConfig()
+        self.backbone = build_backbone(self.config.backbone, self.config.weights)
+        self.backbone.requires_grad_(self.config.finetune_backbone)
         self.correlation = Hypercorrelation(self.config)
-        self.hpn_learner = HPNLearner(self.config.level_channels(), kernel, block_layers)
+        self.hpn_learner = HPNLearner(self.config.level_channels(), self.config.kernel, self.config.block_layers)
 
     @classmethod
-    def from_config(cls, config: HSNetConfig | dict[str, Any]) -> HSNet:
-        config = asdict(config) if isinstance(config, HSNetConfig) else dict(config)
-        return cls(config.pop("backbone"), config.pop("weights"), **config)
+    def from_config(cls, config: HSNetConfig | Mapping[str, Any]) -> HSNet:
+        """The model of a config or of its ``to_dict()`` (e.g. a checkpoint's or a run record's)."""
+        return cls(config if isinstance(config, HSNetConfig) else HSNetConfig(**config))
 
     # -- training-mode and parameter groups ---------------------------------------------------------
     def train(self, mode: bool = True) -> HSNet:
@@ -294,19 +336,19 @@ class HSNet(nn.Module):
     # -- checkpoints ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, **extra: Any) -> Path:
         """Write the model in the project's format (config + full state dict) atomically; ``extra`` is stored too."""
-        payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": asdict(self.config),
+        payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                    "state_dict": self.state_dict(), **extra}
         return atomic_save(payload, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HSNet:
         """A model written by :meth:`save` (or a training checkpoint holding one)."""
-        payload = _read_checkpoint(path, map_location)
+        payload = load_checkpoint(path, map_location=map_location)
         if not (isinstance(payload, dict) and payload.get("format") == FORMAT):
             raise ValueError(f"{path} is not an hsnetlib checkpoint (no 'format': '{FORMAT}' entry); "
                              "for the authors' released best_model.pt use HSNet.from_official_checkpoint")
-        config = dict(payload["config"], weights=None)  # weights come from the state dict
-        model = cls.from_config(config)
+        # the backbone's weights come from the state dict; the config keeps the initialisation it was trained from
+        model = cls(HSNetConfig(**dict(payload["config"], weights=None)))
         model.config.weights = payload["config"].get("weights")
         _load_strict(model, payload["state_dict"], path)
         return model
@@ -321,7 +363,7 @@ class HSNet(nn.Module):
         """
         if backbone is not None:
             backbone_spec(backbone)
-        state = _read_checkpoint(path, map_location)
+        state = load_checkpoint(path, map_location=map_location)
         if isinstance(state, dict) and state.get("format") == FORMAT:
             raise ValueError(f"{path} is an hsnetlib checkpoint; load it with HSNet.load")
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -331,8 +373,9 @@ class HSNet(nn.Module):
         found = infer_backbone(state, path)
         if backbone is not None and backbone != found:
             raise ValueError(f"{path} is a checkpoint of an HSNet with a {found} backbone, not {backbone}")
-        model = cls(found, weights=None)
-        model.config.weights = str(path)
+        # config.weights stays None: the backbone's weights are the checkpoint's, so HSNet(model.config) must not
+        # read the checkpoint as a torchvision state dict
+        model = cls(HSNetConfig(backbone=found, weights=None))
         _load_strict(model, state, path)
         return model
 
@@ -349,16 +392,6 @@ def infer_backbone(state: dict[str, torch.Tensor], path: str | os.PathLike) -> s
     if middle not in by_channels:
         raise ValueError(f"{path}: {key} has {middle} input channels, which matches no known backbone")
     return by_channels[middle]
-
-
-def _read_checkpoint(path: str | os.PathLike, map_location) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
 
 
 def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:

@@ -129,3 +129,38 @@ def predict(model: HSNet, supports: Sequence[tuple[str | os.PathLike, str | os.P
         records.append({"query": str(query_path), "mask": str(mask_path), "overlay": str(overlay_path),
                         "foreground": float(mask.mean())})
     return records
+
+
+def add_arguments(parser) -> None:
+    """The options of ``python -m hsnetlib predict`` (hsnetlib.cli wires this parser and :func:`run_cli`)."""
+    from hsnetlib.backbone import BACKBONES
+    from hsnetlib.model import PAPER_IMG_SIZE
+
+    parser.description = ("Segment query images with K support (image, mask) pairs. Masks are greyscale, "
+                          "foreground >= 128 (e.g. 0/255 PNG). Writes STEM_mask.png (0/255) and STEM_overlay.png "
+                          "per query, at the query's original size.")
+    parser.add_argument("--load", required=True, help="checkpoint: hsnetlib (best.pt, last.pt, HSNet.save) or the "
+                                                      "authors' best_model.pt (detected automatically)")
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
+                        help="expected backbone; a checkpoint of another one is an error (default: the checkpoint's)")
+    parser.add_argument("--img-size", type=int, default=PAPER_IMG_SIZE,
+                        help=f"square input size in pixels (default: {PAPER_IMG_SIZE})")
+    parser.add_argument("--support", nargs="+", action="extend", required=True, metavar="IMG MASK",
+                        help="support image and mask pairs: --support IMG MASK [IMG MASK ...] (repeatable)")
+    parser.add_argument("--query", nargs="+", action="extend", required=True, metavar="IMG", help="query images")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(predict_parser=parser)
+
+
+def run_cli(args) -> int:
+    """``python -m hsnetlib predict``: the parsed options of :func:`add_arguments` (plus ``device``, if given)."""
+    if len(args.support) % 2:
+        args.predict_parser.error(f"--support takes IMG MASK pairs; got {len(args.support)} paths")
+    pairs = list(zip(args.support[0::2], args.support[1::2]))
+    model = load_model(args.load, backbone=args.backbone)
+    records = predict(model, pairs, args.query, args.out, img_size=args.img_size,
+                      device=getattr(args, "device", None), progress=args.progress)
+    for r in records:
+        print(f"{r['query']}: foreground {100 * r['foreground']:.1f}% -> {r['mask']}")
+    return 0

@@ -19,7 +19,8 @@ Choices the spec leaves open, made here:
   :func:`hsnetlib.evaluate.evaluate` reports for the same episodes at the input size.
 * Validation ("selection"): ``"test_fold"`` (published) scores the split "val" -- on PASCAL-5i and
   COCO-20i the fold's 1,000 test episodes (seed 0), on FSS-1000 the separate val classes, as the
-  authors' training does. ``"heldout"`` is leak-free: a fixed ``heldout_fraction`` of each training
+  authors' training does; ``val_benchmark`` (e.g. "fss") validates on another benchmark's val split
+  instead (cross-domain model selection). ``"heldout"`` is leak-free: a fixed ``heldout_fraction`` of each training
   class's images (chosen with seed 0, the same for every training seed) is removed from training
   altogether and serves as validation queries, with supports drawn from the class's training images.
 * Mixed precision, CUDA only: ``amp="bf16"`` (autocast) or ``amp="fp16"`` (autocast + GradScaler);
@@ -32,6 +33,8 @@ Choices the spec leaves open, made here:
 * Data path: ``workers`` None takes :func:`hsnetlib.utils.default_workers` (the CPUs the process has,
   less one, on CUDA; 0 on CPU); the training and validation loaders keep their workers for the whole
   run (persistent) and pin memory on CUDA.
+* Non-finite training loss (e.g. a too large learning rate): the run stops with a TrainingError naming the
+  epoch; its checkpoints keep the last finite epoch.
 * Resume: ``resume=False`` starts a run and refuses a run directory that holds one; ``True`` continues
   the run in it from ``last.pt`` (FileNotFoundError if there is none); ``"auto"`` continues it if there
   is one and starts afresh otherwise. Resuming refuses (ConfigError naming the keys) a configuration
@@ -56,7 +59,8 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+import warnings
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -67,64 +71,87 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler, Subset
 from tqdm.auto import tqdm
 
-from hsnetlib.data import EpisodeIndex, FewShotDataset, build_dataset
+from hsnetlib.data import BENCHMARKS, DatasetConfig, EpisodeIndex, FewShotDataset, build_dataset
 from hsnetlib.metrics import IoUMeter
-from hsnetlib.model import HSNet, HSNetConfig, vote
-from hsnetlib.utils import default_workers, env_info, pick_device, seed_everything
+from hsnetlib.model import PAPER_IMG_SIZE, HSNet, HSNetConfig, vote
+from hsnetlib.utils import atomic_write, default_workers, env_info, load_checkpoint, pick_device
 
 AMP_MODES = ("none", "bf16", "fp16")
 SELECTIONS = ("test_fold", "heldout")
 HELDOUT_SEED = 0  # the held-out images are the same whatever the training seed
 HELDOUT_EPISODES = 1000  # validation episodes with selection="heldout" when val_episodes is None
 METRIC_COLUMNS = ("epoch", "train_loss", "train_miou", "train_fbiou", "val_loss", "val_miou", "val_fbiou", "time")
-# Fields that may change when a run is resumed; any other difference from the run's config.json is an error.
-RESUMABLE_CHANGES = ("epochs", "workers", "device", "resume", "progress", "run_dir")
 
 
 class ConfigError(ValueError):
     """An invalid training configuration or option combination (the command line exits with code 2)."""
 
 
-@dataclass
+class TrainingError(RuntimeError):
+    """A training that cannot go on (a non-finite loss); the command line exits with code 1."""
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str, choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
+            result: bool = True, default_factory: Callable[[], Any] | Any = dataclasses.MISSING) -> Any:
+    """A training option with its help text, its admissible values and whether it can change a result
+    (``result=False``: where or how verbosely a run is done, not what it computes; see :func:`result_dict`)."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={"help": help, "choices": choices, "result": result})
+
+
+@dataclass(kw_only=True)
 class TrainConfig:
     """Everything a training run depends on. Defaults are the published protocol (PASCAL-5i, ResNet50)."""
 
-    benchmark: str = "pascal"                   # "pascal" | "coco" | "fss" | "folder"
-    datapath: str = "data"                      # data root (README "Data sets")
-    fold: int = 0
-    backbone: str = "resnet50"                  # "vgg16" | "resnet50" | "resnet101"
-    weights: str | None = "imagenet"            # backbone init: "imagenet" | None (random) | state-dict path
-    hypercorrelation: str = "full"              # model variants: see hsnetlib.model.HSNetConfig
-    pyramid: tuple[int, ...] = (1, 2, 3)
-    kernel: str = "center_pivot"
-    block_layers: int = 3
-    support_masking: bool = True
-    finetune_backbone: bool = False             # backbone trained too, with backbone_lr
-    shot: int = 1                               # supports per training episode (losses summed)
-    img_size: int = 400
-    bsz: int = 20                               # global batch (episodes per step, over all ranks)
-    lr: float = 1e-3                            # Adam, learner
-    backbone_lr: float = 1e-5                   # Adam, backbone (finetune_backbone only)
-    epochs: int = 2000                          # the authors' --niter
-    workers: int | None = None                  # DataLoader workers per rank (None: utils.default_workers)
-    seed: int = 0                               # learner init, training episodes and their order
-    run_dir: str | None = None                  # None: runs/BENCHMARK-foldF-BACKBONE-Kshot
-    device: str | None = None                   # None: CUDA if available (cuda:LOCAL_RANK under torchrun), else CPU
-    amp: str = "none"                           # "none" | "bf16" | "fp16" (CUDA only)
-    val_episodes: int | None = None             # None: the whole validation split (1000 on PASCAL/COCO) / 1000 held-out
-    selection: str = "test_fold"                # "test_fold" (published) | "heldout" (leak-free)
-    heldout_fraction: float = 0.1               # selection="heldout": share of each training class held out
-    resume: bool | str = False                  # False: new run | True: continue last.pt | "auto": either
-    train_episodes_per_epoch: int | None = None  # None: one pass over the training episodes
-    splits_dir: str | None = None               # split lists (None: the shipped ones); synthetic data: ROOT/splits
-    class_split: str | None = None              # benchmark="folder": JSON file {"trn": [...], "val": [...], ...}
-    progress: bool = True                       # tqdm bars and a line per epoch (rank 0)
+    model: HSNetConfig = setting(default_factory=HSNetConfig, help="the model (hsnetlib.model.HSNetConfig)")
+    benchmark: str = setting("pascal", choices=lambda: BENCHMARKS, help="benchmark to train on")
+    datapath: str = setting("data", help="data root holding the benchmark (README section 'Data sets')")
+    fold: int = setting(0, help="fold whose classes are held out for testing")
+    shot: int = setting(1, help="supports per training episode; K > 1 sums K 1-shot losses")
+    img_size: int = setting(PAPER_IMG_SIZE, help="square input size in pixels")
+    bsz: int = setting(20, help="global batch size (episodes per step, over all processes)")
+    lr: float = setting(1e-3, help="Adam learning rate of the learner")
+    backbone_lr: float = setting(1e-5, help="Adam learning rate of the backbone (model.finetune_backbone only)")
+    epochs: int = setting(2000, help="number of epochs")
+    workers: int | None = setting(None, result=False,
+                                  help="DataLoader worker processes per process (default: on CUDA one per CPU of "
+                                       "the process less one, at most 8; 0 on CPU)")
+    seed: int = setting(0, help="seed of the learner's initialisation and the training episodes")
+    run_dir: str | None = setting(None, result=False, help="run directory (default: runs/BENCHMARK-foldF-BACKBONE-"
+                                                           "Kshot): config.json, env.json, metrics.csv, tb/, last.pt, best.pt")
+    device: str | None = setting(None, result=False,
+                                 help="torch device (default: CUDA if available, cuda:LOCAL_RANK under torchrun, else CPU)")
+    amp: str = setting("none", choices=AMP_MODES, help="mixed precision on CUDA: bf16, or fp16 with a gradient scaler")
+    val_episodes: int | None = setting(None, help="validation episodes per epoch (default: all of the validation "
+                                                  "split, 1000 on PASCAL/COCO; 1000 with selection heldout)")
+    val_benchmark: str | None = setting(None, choices=lambda: (None, *BENCHMARKS),
+                                        help="benchmark whose val split (fold 0) selects the model (default: the "
+                                             "training benchmark's; 'fss': FSS-1000's, the cross-domain recipe)")
+    selection: str = setting("test_fold", choices=SELECTIONS,
+                             help="model selection: validate on the val split (published; on PASCAL/COCO the test "
+                                  "fold's episodes) or on held-out images of the training classes (leak-free)")
+    heldout_fraction: float = setting(0.1, help="share of each training class's images held out with selection "
+                                                "heldout")
+    resume: bool | str = setting(False, result=False, choices=(False, True, "auto"),
+                                 help="False: new run | True: continue last.pt | 'auto': either")
+    train_episodes: int | None = setting(None, help="training episodes per epoch (default: one pass over all of them)")
+    splits_dir: str | None = setting(None, help="directory of split lists replacing the shipped ones (synthetic "
+                                                "data: ROOT/splits)")
+    class_split: str | None = setting(None, help="benchmark 'folder': JSON file {\"trn\": [...], \"val\": [...], "
+                                                 "\"test\": [...]} of class folder names")
+    progress: bool = setting(True, result=False, help="show tqdm bars and a line per epoch (rank 0)")
 
     def __post_init__(self) -> None:
-        self.pyramid = tuple(sorted(int(p) for p in self.pyramid))  # a set of levels: one order, one cache key
+        if isinstance(self.model, Mapping):  # a config.json / summary["config"] read back
+            try:
+                self.model = HSNetConfig(**self.model)
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"model: {err}") from None
+        if not isinstance(self.model, HSNetConfig):
+            raise ConfigError(f"model={self.model!r}: expected an HSNetConfig (or its to_dict())")
         if self.run_dir is None:
-            self.run_dir = str(Path("runs") / run_name(self.benchmark, self.fold, self.backbone, self.shot))
-        for name in ("datapath", "run_dir", "splits_dir", "class_split", "weights"):
+            self.run_dir = str(Path("runs") / run_name(self.benchmark, self.fold, self.model.backbone, self.shot))
+        for name in ("datapath", "run_dir", "splits_dir", "class_split"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 setattr(self, name, str(value))
@@ -135,32 +162,44 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
 
-        need(self.amp in AMP_MODES, f"amp={self.amp!r}: choose one of {AMP_MODES}")
-        need(self.selection in SELECTIONS, f"selection={self.selection!r}: choose one of {SELECTIONS}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None:
+                choices = tuple(choices() if callable(choices) else choices)
+                value = getattr(self, f.name)
+                need(any(value == c and type(value) is type(c) for c in choices),
+                     f"{f.name}={value!r}: choose one of {', '.join(map(repr, choices))}")
         for name in ("shot", "img_size", "bsz", "epochs"):
             need(_is_int(getattr(self, name)) and getattr(self, name) >= 1,
                  f"{name}={getattr(self, name)!r}: expected an integer >= 1")
         need(self.workers is None or (_is_int(self.workers) and self.workers >= 0),
              f"workers={self.workers!r}: expected None (automatic) or an integer >= 0")
-        need(isinstance(self.resume, bool) or self.resume == "auto",
-             f"resume={self.resume!r}: expected True, False or 'auto'")
-        for name in ("val_episodes", "train_episodes_per_epoch"):
+        for name in ("val_episodes", "train_episodes"):
             value = getattr(self, name)
             need(value is None or (_is_int(value) and value >= 1), f"{name}={value!r}: expected None or an integer >= 1")
         for name in ("lr", "backbone_lr"):
-            need(getattr(self, name) > 0, f"{name}={getattr(self, name)!r}: expected a positive learning rate")
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+                 f"{name}={value!r}: expected a finite positive learning rate")
         need(0 < self.heldout_fraction < 1, f"heldout_fraction={self.heldout_fraction!r}: expected a value in (0, 1)")
-        try:
-            self.model_config()
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-
-    def model_config(self) -> HSNetConfig:
-        return HSNetConfig(self.backbone, self.weights, self.hypercorrelation, self.pyramid, self.kernel,
-                           self.block_layers, self.support_masking, self.finetune_backbone)
+        need(self.val_benchmark is None or self.selection == "test_fold",
+             f"val_benchmark={self.val_benchmark!r} selects on that benchmark's val split; it cannot be combined "
+             f"with selection={self.selection!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready: every field, the model's nested as {"model": {...}} (config.json, summary["config"])."""
+        return json.loads(json.dumps(asdict(self)))  # tuples -> lists, as stored
+
+
+def result_dict(config: TrainConfig) -> dict[str, Any]:
+    """``config.to_dict()`` without the fields marked ``result=False``: what a training's result depends on
+    (the training cache's key, the studies' "trained alike" check and the resume check derive from it)."""
+    kept = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("result", True)}
+    return {k: v for k, v in config.to_dict().items() if k in kept}
+
+
+# Fields that may change when a run is resumed: those that change no result, and the number of epochs.
+RESUMABLE_CHANGES = tuple(f.name for f in dataclasses.fields(TrainConfig) if not f.metadata["result"]) + ("epochs",)
 
 
 def run_name(benchmark: str, fold: int, backbone: str, shot: int) -> str:
@@ -242,7 +281,7 @@ class EpisodeSampler(Sampler[tuple[int, int]]):
                  world_size: int = 1):
         per_epoch = n_episodes if per_epoch is None else per_epoch
         if per_epoch > n_episodes:
-            raise ValueError(f"train_episodes_per_epoch={per_epoch} exceeds the {n_episodes} training episodes")
+            raise ValueError(f"train_episodes={per_epoch} exceeds the {n_episodes} training episodes")
         self.n_episodes, self.per_epoch, self.seed = n_episodes, per_epoch, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
@@ -264,24 +303,57 @@ class EpisodeSampler(Sampler[tuple[int, int]]):
 
 
 def build_datasets(config: TrainConfig) -> tuple[FewShotDataset, FewShotDataset]:
-    """(training episodes, validation episodes) for the config's benchmark, fold and selection."""
-    common = dict(benchmark=config.benchmark, root=config.datapath, fold=config.fold, shot=config.shot,
-                  img_size=config.img_size, class_split=config.class_split, splits_dir=config.splits_dir)
-    train_ds = build_dataset(split="trn", seed=config.seed, **common)
+    """(training episodes, validation episodes) for the config's benchmark, fold and selection.
+
+    ``val_benchmark`` set: the validation episodes are that benchmark's val split (fold 0, seed 0), e.g.
+    FSS-1000's for a cross-domain training on PASCAL VOC.
+    """
+    common = dict(root=config.datapath, shot=config.shot, img_size=config.img_size, splits_dir=config.splits_dir)
+    train_ds = build_dataset(config.benchmark, fold=config.fold, split="trn", seed=config.seed,
+                             class_split=config.class_split, **common)
     if config.selection == "heldout":
         return heldout_split(train_ds, config.heldout_fraction, config.val_episodes or HELDOUT_EPISODES)
-    val_ds = build_dataset(split="val", seed=0, **common)
-    return train_ds, val_ds
+    if config.val_benchmark is not None:
+        return train_ds, build_dataset(config.val_benchmark, fold=0, split="val", seed=0, **common)
+    return train_ds, build_dataset(config.benchmark, fold=config.fold, split="val", seed=0,
+                                   class_split=config.class_split, **common)
 
 
-def heldout_split(train_ds: FewShotDataset, fraction: float, n_episodes: int) -> tuple[FewShotDataset, FewShotDataset]:
+@dataclass(frozen=True)
+class HeldoutConfig(DatasetConfig):
+    """The description of held-out validation episodes (split "heldout"): the training data they are cut from,
+    the held-out share, the number of episodes and their seed. :func:`heldout_dataset` rebuilds them;
+    ``build_dataset`` refuses it (it describes no split of the benchmark)."""
+
+    heldout_fraction: float = 0.1
+    episodes: int = HELDOUT_EPISODES
+
+
+class HeldoutEpisodes(FewShotDataset):
+    """Validation episodes on held-out training images; ``with_episodes`` redraws them from the same images."""
+
+    def with_episodes(self, seed: int | None = None, shot: int | None = None) -> FewShotDataset:
+        changes = {k: v for k, v in (("seed", seed), ("shot", shot)) if v is not None}
+        return heldout_dataset(dataclasses.replace(self.config, **changes))
+
+
+def heldout_dataset(config: HeldoutConfig) -> FewShotDataset:
+    """The held-out validation episodes ``config`` describes (see :func:`heldout_split`)."""
+    plain = {f.name: getattr(config, f.name) for f in dataclasses.fields(DatasetConfig)}
+    train_ds = build_dataset(**(plain | {"split": "trn", "seed": 0}))
+    return heldout_split(train_ds, config.heldout_fraction, config.episodes, seed=config.seed)[1]
+
+
+def heldout_split(train_ds: FewShotDataset, fraction: float, n_episodes: int,
+                  seed: int = 0) -> tuple[FewShotDataset, FewShotDataset]:
     """Hold out ``fraction`` of every training class's images for leak-free model selection.
 
     Returns (training episodes without the held-out images, neither as query nor as support;
     ``n_episodes`` fixed validation episodes whose queries are the held-out images, in an order
     shuffled once so that every class is met early, and whose supports are the class's training
-    images). The validation set keeps the training data set's config with split "val" and seed 0,
-    so its ``with_episodes()`` would rebuild the fold's val split, not these held-out episodes.
+    images, drawn with episode seed ``seed``). The held-out images do not depend on the training seed
+    (HELDOUT_SEED). The validation set's config is a :class:`HeldoutConfig`, so what an evaluation records
+    of it describes these episodes, and its ``with_episodes`` redraws them from the same held-out images.
     """
     index = train_ds.index
     names = {c: list(dict.fromkeys(index.candidates[c])) for c in index.class_ids}
@@ -316,9 +388,11 @@ def heldout_split(train_ds: FewShotDataset, fraction: float, n_episodes: int) ->
     rows = [rows[i] for i in rng.permutation(len(rows))]
     val_classes = sorted({c for _, c in rows})
     val_index = EpisodeIndex(val_classes, rows, {c: keep[c] for c in val_classes}, False, n_episodes)
-    val_config = dataclasses.replace(train_ds.config, split="val", seed=0)
+    plain = {f.name: getattr(train_ds.config, f.name) for f in dataclasses.fields(DatasetConfig)}
+    val_config = HeldoutConfig(**(plain | {"split": "heldout", "seed": seed}), heldout_fraction=fraction,
+                               episodes=n_episodes)
     return (FewShotDataset(train_ds.config, train_ds.layout, train_index),
-            FewShotDataset(val_config, train_ds.layout, val_index))
+            HeldoutEpisodes(val_config, train_ds.layout, val_index))
 
 
 def first_episodes(dataset: FewShotDataset, n: int | None) -> FewShotDataset | Subset:
@@ -331,14 +405,17 @@ def first_episodes(dataset: FewShotDataset, n: int | None) -> FewShotDataset | S
 # ---------------------------------------------------------------------------------------------------
 
 def build_model(config: TrainConfig, device: torch.device) -> HSNet:
-    """HSNet with the config's variant; the learner's initialisation is a function of the seed."""
-    seed_everything(config.seed)
-    return HSNet.from_config(config.model_config()).to(device)
+    """HSNet with the config's model; its initialisation is a function of the seed alone. torch's CPU generator
+    is seeded inside ``fork_rng``, so the caller's Python, NumPy and torch random states are left as they were."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(config.seed)
+        model = HSNet(config.model)
+    return model.to(device)
 
 
 def build_optimizer(config: TrainConfig, model: HSNet) -> torch.optim.Adam:
     groups = [{"params": list(model.learner_parameters()), "lr": config.lr}]
-    if config.finetune_backbone:
+    if config.model.finetune_backbone:
         groups.append({"params": list(model.backbone_parameters()), "lr": config.backbone_lr})
     return torch.optim.Adam(groups)
 
@@ -483,13 +560,10 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
                        optimizer=optimizer.state_dict(), scaler=scaler.state_dict(), rng=rng_state())
 
 
-def load_checkpoint(path: Path, model: HSNet, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler) -> Progress:
+def restore_checkpoint(path: Path, model: HSNet, optimizer: torch.optim.Optimizer,
+                       scaler: torch.amp.GradScaler) -> Progress:
     """Restore model, optimizer, scaler and RNG states from a training checkpoint; returns the progress."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from err
+    payload = load_checkpoint(path, map_location="cpu")
     if not isinstance(payload, dict) or "optimizer" not in payload or "epoch" not in payload:
         raise ValueError(f"{path} is not a training checkpoint of hsnetlib.train (no optimizer/epoch)")
     model.load_state_dict(payload["state_dict"])
@@ -501,7 +575,9 @@ def load_checkpoint(path: Path, model: HSNet, optimizer: torch.optim.Optimizer,
 
 def read_progress(path: Path) -> Progress:
     """The progress stored in a training checkpoint, without reading its tensors."""
-    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    payload = load_checkpoint(path, map_location="cpu", mmap=True)
+    if not isinstance(payload, dict) or "epoch" not in payload:
+        raise ValueError(f"{path} is not a training checkpoint of hsnetlib.train (no epoch)")
     return Progress(payload["epoch"] + 1, payload["best_epoch"], payload["best_val_miou"])
 
 
@@ -510,22 +586,45 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
     path = run_dir / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir / 'last.pt'} exists but {path} does not: not a run directory of hsnetlib")
-    stored = json.loads(path.read_text())
-    current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as stored
+    stored = _flat(json.loads(path.read_text()))
+    current = _flat(result_dict(config))
     changed = [f"{k} (run: {stored.get(k)!r}, now: {v!r})" for k, v in current.items()
                if k not in RESUMABLE_CHANGES and stored.get(k) != v]
+    changed += [f"{k} (run: {stored[k]!r}, now: not an option)" for k in stored
+                if k not in current and k.split(".")[0] not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(f"cannot resume {run_dir} with a different configuration: {'; '.join(changed)} "
                           f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
 
 
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"kernel": ...}, ...} -> {"model.kernel": ..., ...}"""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def write_env(path: Path, dist: DistInfo, resumed_at: int | None) -> None:
-    """env.json: the provenance of the run's start; a resumed run adds an entry to its "resumes" list."""
+    """env.json: the provenance of the run's start; a resumed run adds an entry to its "resumes" list.
+
+    On CPU the weights a run reaches depend on torch's thread count (its reductions are split over the
+    threads), so a resume equals an uninterrupted run only with the same ``cpu_threads``: a change is warned of.
+    """
     env = env_info(dist.device) | {"world_size": dist.world_size}
     if resumed_at is not None and path.is_file():
         first = json.loads(path.read_text())
+        before = (first.get("resumes") or [first])[-1].get("cpu_threads")
+        if before is not None and before != env["cpu_threads"]:
+            message = (f"resuming {path.parent} with {env['cpu_threads']} CPU threads; it ran with {before} until "
+                       f"epoch {resumed_at}: the result may differ slightly from an uninterrupted run "
+                       "(torch.set_num_threads to keep it equal)")
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
         env = first | {"resumes": first.get("resumes", []) + [env | {"epoch": resumed_at}]}
-    path.write_text(json.dumps(env, indent=2) + "\n")
+    atomic_write(path, json.dumps(env, indent=2) + "\n")
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -620,7 +719,7 @@ def _resuming(config: TrainConfig, run_dir: Path) -> bool:
 def _loaders(config: TrainConfig, dist: DistInfo, train_ds: FewShotDataset,
              val_ds: FewShotDataset) -> tuple[DataLoader, DataLoader, EpisodeSampler]:
     per_rank = config.bsz // dist.world_size
-    sampler = EpisodeSampler(len(train_ds), config.train_episodes_per_epoch, config.seed, dist.rank, dist.world_size)
+    sampler = EpisodeSampler(len(train_ds), config.train_episodes, config.seed, dist.rank, dist.world_size)
     workers = default_workers(dist.device) if config.workers is None else config.workers
     options = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=dist.device.type == "cuda")
     train_loader = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, **options)
@@ -663,14 +762,14 @@ def _train(config: TrainConfig, dist: DistInfo, on_epoch: Callable[[dict[str, An
     model = build_model(config, dist.device)
     optimizer = build_optimizer(config, model)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=config.amp == "fp16")
-    state = load_checkpoint(last_path, model, optimizer, scaler) if resuming else Progress()
+    state = restore_checkpoint(last_path, model, optimizer, scaler) if resuming else Progress()
     if dist.initialized:
         model = DistributedDataParallel(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
 
     metrics = None
     if dist.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        atomic_write(run_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         write_env(run_dir / "env.json", dist, state.next_epoch if resuming else None)
         metrics = MetricsLog(run_dir, state.next_epoch)
     if log and resuming:
@@ -682,6 +781,9 @@ def _train(config: TrainConfig, dist: DistInfo, on_epoch: Callable[[dict[str, An
             sampler.set_epoch(epoch)
             trn = train_one_epoch(model, optimizer, scaler, train_loader, train_ds.class_ids, dist, config.amp,
                                   f"train {epoch}", config.progress)
+            if not math.isfinite(trn.loss):
+                raise TrainingError(f"epoch {epoch}: the training loss became {trn.loss} (lr={config.lr}); training "
+                                    f"stopped; the checkpoints in {run_dir} (if any) hold the last finite epoch")
             val = validate(model, val_loader, val_ds.class_ids, dist, config.amp, f"val {epoch}", config.progress)
             row = {"epoch": epoch, "train_loss": trn.loss, "train_miou": trn.miou, "train_fbiou": trn.fbiou,
                    "val_loss": val.loss, "val_miou": val.miou, "val_fbiou": val.fbiou,
