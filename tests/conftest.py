@@ -114,8 +114,8 @@ def fss_root(tmp_path_factory) -> Path:
 # -- notebooks for the suite's tests (hsnetlib.suite, hsnetlib.executors) ----------------------------
 # A tiny training, the same in the notebook and in the in-process reference (one thread: the machine is
 # shared, and torch's thread pool under contention costs more than it brings).
-TOY_TRAINING = dict(benchmark="pascal", fold=0, weights=None, img_size=32, bsz=2, val_episodes=4,
-                    train_episodes_per_epoch=4, progress=False, device="cpu")
+TOY_TRAINING = dict(benchmark="pascal", fold=0, model={"weights": None}, img_size=32, bsz=2, val_episodes=4,
+                    train_episodes=4, progress=False, device="cpu")
 TOY_PARAMETERS = '''out_dir: str = "runs/x"  # where the record goes
 value: int = 1  # a number
 label: str = "a"  # a name
