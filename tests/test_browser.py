@@ -28,7 +28,7 @@ from papermill.iorw import load_notebook_node, write_ipynb
 from papermill.parameterize import parameterize_notebook
 
 from hsnetlib import suite
-from hsnetlib.model import HSNet
+from hsnetlib.model import HSNet, HSNetConfig
 
 pytestmark = pytest.mark.browser
 
@@ -226,7 +226,7 @@ def test_notebook_runs_in_jupyterlab(page, jupyterlab, tmp_path):
     under test here, not the training, which nbval runs with the notebooks' defaults); every other parameter
     keeps its default."""
     _, _, served = jupyterlab
-    checkpoint = HSNet("resnet50", weights=None).save(tmp_path / "model.pt")
+    checkpoint = HSNet(HSNetConfig(backbone="resnet50", weights=None)).save(tmp_path / "model.pt")
     notebook = parameterize_notebook(load_notebook_node(str(suite.notebook_path(NOTEBOOK))),
                                      {"checkpoint": str(checkpoint), "out_dir": str(tmp_path / "run")})
     write_ipynb(notebook, str(served / NOTEBOOK))

@@ -43,7 +43,7 @@ def episode(size: int = 64, shots: int = 2):
 def resnet50_model() -> HSNet:
     """Random weights, with non-trivial group-norm affine parameters."""
     torch.manual_seed(0)
-    model = HSNet("resnet50", weights=None).eval()
+    model = HSNet(HSNetConfig(backbone="resnet50", weights=None)).eval()
     with torch.no_grad():
         for module in model.hpn_learner.modules():
             if isinstance(module, torch.nn.GroupNorm):
@@ -99,6 +99,8 @@ def test_released_checkpoint_gives_the_same_logits_and_votes(resnet50_model, rel
     path, _ = released
     loaded = HSNet.from_official_checkpoint(path).eval()
     assert loaded.config.backbone == "resnet50"
+    # the checkpoint's path is not the backbone's weights: the config rebuilds the architecture, nothing read
+    assert loaded.config.weights is None and HSNet(loaded.config).config == loaded.config
     assert HSNet.from_official_checkpoint(path, backbone="resnet50").config.backbone == "resnet50"
     query, supports, masks = episode()
     with torch.no_grad():
@@ -118,7 +120,7 @@ def test_released_checkpoint_loads_onto_the_cpu_without_the_module_prefix_too(re
 
 def test_released_vgg16_checkpoint_is_recognised_and_its_classifier_dropped(tmp_path):
     torch.manual_seed(3)
-    model = HSNet("vgg16", weights=None).eval()
+    model = HSNet(HSNetConfig(backbone="vgg16", weights=None)).eval()
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     # The authors' VGG16 also holds classifier.{0,3,6} (about 124M values). The loader drops them unread, so
     # they are written here under their real names but shrunk, to keep the file small.
@@ -215,8 +217,8 @@ def test_foreign_checkpoints_point_to_the_right_loader(resnet50_model, released,
 # -- hsnetlib's own format -------------------------------------------------------------------------------
 def test_save_load_round_trip_keeps_config_weights_and_extras(tmp_path):
     torch.manual_seed(1)
-    model = HSNet("resnet50", weights=None, hypercorrelation="deep", pyramid=(2, 3), block_layers=2,
-                  kernel="separable").eval()
+    model = HSNet(HSNetConfig(backbone="resnet50", weights=None, hypercorrelation="deep", pyramid=(2, 3), block_layers=2,
+                  kernel="separable")).eval()
     with torch.no_grad():
         for bn in (m for m in model.hpn_learner.modules() if isinstance(m, torch.nn.BatchNorm1d)):
             bn.running_mean.normal_()  # buffers must travel too
@@ -248,7 +250,7 @@ def test_backbone_weights_from_a_local_torchvision_file(tmp_path):
     torch.manual_seed(2)
     net = torchvision.models.resnet50()
     path = write(tmp_path, net.state_dict(), "resnet50-0676ba61.pth")  # torchvision's file, fc included
-    model = HSNet("resnet50", weights=path)
+    model = HSNet(HSNetConfig(backbone="resnet50", weights=path))
     assert model.config.weights == str(path)
     ours = model.backbone.state_dict()
     assert set(net.state_dict()) - set(ours) == {"fc.weight", "fc.bias"}
@@ -259,5 +261,5 @@ def test_unreadable_backbone_weights_are_named(tmp_path):
     path = tmp_path / "weights.pth"
     path.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="weights.pth"):
-        HSNet("resnet50", weights=path)
+        HSNet(HSNetConfig(backbone="resnet50", weights=path))
 

@@ -54,7 +54,7 @@ def class_images(root: Path, split: str = "test") -> list[Path]:
 
 def test_train_and_resume_write_a_run(run):
     config = json.loads((run / "config.json").read_text())
-    assert config["benchmark"] == "fss" and config["weights"] is None and config["epochs"] == 2
+    assert config["benchmark"] == "fss" and config["model"]["weights"] is None and config["epochs"] == 2
     rows = pd.read_csv(run / "metrics.csv")
     assert rows["epoch"].tolist() == [0, 1]
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
@@ -147,7 +147,10 @@ def test_runtime_errors_are_one_line(run, data, tmp_path, capsys):
     (["--amp", "bf16", "--device", "cpu"], "needs a CUDA device"),
     (["--bsz", "0"], "bsz=0"),
     (["--backbone", "resnet18"], "invalid choice"),
-    (["--pyramid", "1", "3"], "unsupported pyramid"),
+    (["--pyramid", "1", "3"], "pyramid=(1, 3)"),
+    (["--lr", "inf"], "argument --lr: expected a finite number"),
+    (["--lr", "nan"], "argument --lr: expected a finite number"),
+    (["--lr", "0"], "lr=0.0"),
 ])
 def test_usage_errors_exit_2(data, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_:

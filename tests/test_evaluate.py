@@ -9,7 +9,7 @@ from PIL import Image
 
 from hsnetlib.data import build_dataset
 from hsnetlib.evaluate import evaluate
-from hsnetlib.model import HSNet
+from hsnetlib.model import HSNet, HSNetConfig
 
 RUN = dict(device="cpu", progress=False)
 # Short runs leave some fold classes without episodes; that warning is tested once below.
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*fold classes without episodes"
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return HSNet(backbone="resnet50", weights=None)
+    return HSNet(HSNetConfig(backbone="resnet50", weights=None))
 
 
 def fss(root, **kwargs):
@@ -34,8 +34,8 @@ def scored_pixels(episodes):
 def test_batched_equals_batch_size_one(fss_root, model):
     dataset = fss(fss_root)
     model.train()
-    one = evaluate(model, dataset, batch_size=1, max_episodes=7, **RUN)
-    three = evaluate(model, dataset, batch_size=3, max_episodes=7, **RUN)
+    one = evaluate(model, dataset, batch_size=1, episodes=7, **RUN)
+    three = evaluate(model, dataset, batch_size=3, episodes=7, **RUN)
     pd.testing.assert_frame_equal(one.episodes, three.episodes)
     pd.testing.assert_frame_equal(one.per_class, three.per_class)
     assert (one.miou, one.fbiou, one.ci95) == (three.miou, three.fbiou, three.ci95)
@@ -48,7 +48,7 @@ def test_batched_equals_batch_size_one(fss_root, model):
 def test_original_size_scores_the_model_prediction_at_the_label_resolution(fss_root, model):
     dataset = fss(fss_root, shot=1, use_original_imgsize=True)
     with pytest.warns(UserWarning, match=r"without episodes count as IoU 0 in mIoU: \['fig', 'gnu'\]"):
-        result = evaluate(model, dataset, batch_size=2, max_episodes=4, **RUN)
+        result = evaluate(model, dataset, batch_size=2, episodes=4, **RUN)
     sizes = [dataset[i]["org_query_imsize"].prod().item() for i in range(4)]
     assert scored_pixels(result.episodes) == sizes
     item = dataset[3]
@@ -65,17 +65,17 @@ def test_original_size_scores_the_model_prediction_at_the_label_resolution(fss_r
 
 def test_aspect_resize_scores_only_the_image(fss_root, model):
     dataset = fss(fss_root, shot=1, resize="aspect")
-    result = evaluate(model, dataset, max_episodes=2, **RUN)
+    result = evaluate(model, dataset, episodes=2, **RUN)
     assert scored_pixels(result.episodes) == [dataset[i]["query_valid_size"].prod().item() for i in range(2)]
     assert all(n < 64 * 64 for n in scored_pixels(result.episodes))
-    original = evaluate(model, fss(fss_root, shot=1, resize="aspect", use_original_imgsize=True), max_episodes=2, **RUN)
+    original = evaluate(model, fss(fss_root, shot=1, resize="aspect", use_original_imgsize=True), episodes=2, **RUN)
     assert scored_pixels(original.episodes) == [dataset[i]["org_query_imsize"].prod().item() for i in range(2)]
 
 
 def test_pascal_ignore_label_on_and_off(pascal_root, model):
     dataset = build_dataset("pascal", pascal_root, 0, "test", 1, img_size=64, splits_dir=pascal_root / "splits")
-    on = evaluate(model, dataset, max_episodes=6, **RUN)
-    off = evaluate(model, dataset, ignore_label=False, max_episodes=6, **RUN)
+    on = evaluate(model, dataset, episodes=6, **RUN)
+    off = evaluate(model, dataset, ignore_label=False, episodes=6, **RUN)
     boundary = [int(dataset[i]["query_ignore_idx"].sum()) for i in range(6)]
     assert min(boundary) > 0
     assert scored_pixels(on.episodes) == [64 * 64 - b for b in boundary]
@@ -91,7 +91,7 @@ def test_pascal_at_the_original_size_with_the_ignore_label_against_the_raw_masks
     dataset = build_dataset("pascal", pascal_root, 0, "test", 1, img_size=64, splits_dir=pascal_root / "splits",
                             use_original_imgsize=True)
     n = 8  # classes 0, 1 and 2; episode 1's query shows class 0 as background
-    result = evaluate(model, dataset, max_episodes=n, **RUN)
+    result = evaluate(model, dataset, episodes=n, **RUN)
     sums = {c: np.zeros(4, np.int64) for c in dataset.class_ids}
     for i in range(n):
         ep, item = dataset.episode(i), dataset[i]
@@ -116,7 +116,7 @@ def test_pascal_at_the_original_size_with_the_ignore_label_against_the_raw_masks
 
 def test_seeds_nshot_and_saved_files(fss_root, model, tmp_path):
     dataset = fss(fss_root, shot=1)
-    result = evaluate(model, dataset, nshot=2, seeds=[0, 1], max_episodes=3, **RUN)
+    result = evaluate(model, dataset, nshot=2, seeds=[0, 1], episodes=3, **RUN)
     assert result.per_seed["seed"].tolist() == [0, 1]
     assert result.miou == pytest.approx(result.per_seed["miou"].mean())
     assert result.miou_std == pytest.approx(np.std(result.per_seed["miou"], ddof=1))
@@ -140,5 +140,5 @@ def test_seeds_nshot_and_saved_files(fss_root, model, tmp_path):
 def test_bad_arguments(fss_root, model):
     with pytest.raises(ValueError, match="batch_size=0"):
         evaluate(model, fss(fss_root), batch_size=0, **RUN)
-    with pytest.raises(ValueError, match="max_episodes=0"):
-        evaluate(model, fss(fss_root), max_episodes=0, **RUN)
+    with pytest.raises(ValueError, match="episodes=0"):
+        evaluate(model, fss(fss_root), episodes=0, **RUN)

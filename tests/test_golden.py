@@ -24,7 +24,7 @@ import torch
 import torchvision
 
 from hsnetlib.backbone import UNUSED_HEADS
-from hsnetlib.model import HSNet
+from hsnetlib.model import HSNet, HSNetConfig
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MANIFEST = json.loads((GOLDEN / "manifest.json").read_text())
@@ -55,7 +55,7 @@ def released_layout(backbone: str) -> dict[str, torch.Size]:
     under ``backbone.`` (classifier head included) and the learner under ``hpn_learner.``."""
     with torch.device("meta"):
         full = getattr(torchvision.models, backbone)()
-        learner = HSNet(backbone, weights=None).hpn_learner
+        learner = HSNet(HSNetConfig(backbone=backbone, weights=None)).hpn_learner
     return {**{f"backbone.{k}": v.shape for k, v in full.state_dict().items()},
             **{f"hpn_learner.{k}": v.shape for k, v in learner.state_dict().items()}}
 

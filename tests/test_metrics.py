@@ -85,3 +85,29 @@ def test_bootstrap_interval():
     both = bootstrap_miou(np.r_[np.full(100, 30), np.full(100, 60)], np.full(200, 60), np.r_[classes, classes],
                           [0, 1], groups=groups, n_boot=200)
     assert both == pytest.approx((75.0, 75.0))
+
+
+def test_paired_bootstrap_of_shared_episodes():
+    import pandas as pd
+
+    from hsnetlib.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    n = 80
+    union = rng.integers(50, 100, size=n)
+    base = pd.DataFrame({"seed": 0, "episode": range(n), "class_id": np.repeat([0, 1], n // 2), "query": "q",
+                         "supports": "s", "fg_union": union, "fg_inter": (union * rng.uniform(0.1, 0.5, n)).astype(int)})
+    better = base.assign(fg_inter=np.minimum(union, base["fg_inter"] + 10))
+    same = paired_bootstrap(base, base, n_boot=200)
+    assert same == {"delta_miou": 0.0, "ci95": [0.0, 0.0], "episodes": n}
+    paired = paired_bootstrap(better, base, fold_classes=[0, 1], n_boot=500)
+    point = np.mean([(better["fg_inter"][base["class_id"] == c].sum() - base["fg_inter"][base["class_id"] == c].sum())
+                     / union[base["class_id"] == c].sum() for c in (0, 1)]) * 100
+    assert paired["delta_miou"] == pytest.approx(point) and paired["ci95"][0] > 0
+    # pairing removes the shared episode difficulty: narrower than either model's own interval
+    own = bootstrap_miou(better["fg_inter"].to_numpy(), union, base["class_id"].to_numpy(), [0, 1], n_boot=500)
+    assert paired["ci95"][1] - paired["ci95"][0] < own[1] - own[0]
+    # an extra fold class without episodes counts as IoU 0 in both means
+    assert paired_bootstrap(better, base, fold_classes=[0, 1, 2], n_boot=500)["delta_miou"] == pytest.approx(point * 2 / 3)
+    with pytest.raises(ValueError, match="same episodes"):
+        paired_bootstrap(better.iloc[1:], base)

@@ -5,7 +5,9 @@ variant, K-shot voting and input validation. Random weights (``weights=None``) a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import json
 import urllib.error
 
 import pytest
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from hsnetlib.model import HPNLearner, HSNet, HSNetConfig, vote
+from hsnetlib.model import HPNLearner, HSNet, HSNetConfig, option_choices, variant_fields, vote
 
 SPEC_TOTALS = {"vgg16": 2_570_018, "resnet50": 2_573_794, "resnet101": 2_587_394}
 LEVEL_TAPS = {"vgg16": (3, 3, 1), "resnet50": (4, 6, 3), "resnet101": (4, 23, 3)}  # finest level first
@@ -27,7 +29,7 @@ TAP_SHAPES_400 = {"vgg16": ((512, 50), (512, 25), (512, 12)),
 def frozen_model(backbone: str) -> HSNet:
     """One random-weight model per backbone, shared by the tests that only run it in eval mode."""
     torch.manual_seed(0)
-    return HSNet(backbone, weights=None).eval()
+    return HSNet(HSNetConfig(backbone=backbone, weights=None)).eval()
 
 
 def episode(size: int = 64, batch: int = 2, shots: int = 1, seed: int = 0):
@@ -265,7 +267,7 @@ VARIANTS = [
 @pytest.mark.parametrize("options", VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_every_ablation_variant_builds_runs_and_trains(options):
     torch.manual_seed(0)
-    model = HSNet("resnet50", weights=None, **options).train()
+    model = HSNet(HSNetConfig(backbone="resnet50", weights=None, **options)).train()
     query, support, mask = episode(64, batch=2)
     logits = model(query, support[:, 0], mask[:, 0])
     assert logits.shape == (2, 2, 64, 64) and torch.isfinite(logits).all()
@@ -286,7 +288,7 @@ def test_every_ablation_variant_builds_runs_and_trains(options):
 def test_single_channel_hypercorrelation_keeps_one_tap_per_level(kind, index):
     full = frozen_model("resnet50")
     torch.manual_seed(0)
-    single = copy_backbone(full, HSNet("resnet50", weights=None, hypercorrelation=kind)).eval()
+    single = copy_backbone(full, HSNet(HSNetConfig(backbone="resnet50", weights=None, hypercorrelation=kind))).eval()
     query, support, mask = episode(64, batch=1)
     with torch.no_grad():
         expected = full.hypercorrelation(query, support[:, 0], mask[:, 0])
@@ -311,7 +313,7 @@ def test_reduced_pyramids_drop_the_finer_levels(pyramid, names):
 def test_support_masking_off_ignores_the_mask_and_changes_the_output():
     masked = frozen_model("resnet50")
     torch.manual_seed(0)
-    unmasked = HSNet("resnet50", weights=None, support_masking=False).eval()
+    unmasked = HSNet(HSNetConfig(backbone="resnet50", weights=None, support_masking=False)).eval()
     unmasked.load_state_dict(masked.state_dict())
     query, support, mask = episode(64, batch=2)
     with torch.no_grad():
@@ -324,7 +326,7 @@ def test_support_masking_off_ignores_the_mask_and_changes_the_output():
 
 def test_finetune_backbone_trains_the_backbone_in_eval_mode():
     torch.manual_seed(0)
-    model = HSNet("resnet50", weights=None, finetune_backbone=True).train()
+    model = HSNet(HSNetConfig(backbone="resnet50", weights=None, finetune_backbone=True)).train()
     assert all(p.requires_grad for p in model.backbone_parameters())
     assert not model.backbone.training and not any(m.training for m in model.backbone.modules())
     query, support, mask = episode(64, batch=2)
@@ -426,7 +428,7 @@ def test_prediction_at_the_original_size():
 def test_unknown_options_are_rejected_by_name(options, words):
     kwargs = dict(backbone="resnet50", weights=None) | options
     with pytest.raises(ValueError) as err:
-        HSNet(**kwargs)
+        HSNet(HSNetConfig(**kwargs))
     assert all(w in str(err.value) for w in words), str(err.value)
 
 
@@ -482,7 +484,7 @@ def test_imagenet_weights_offline_give_a_helpful_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
     with pytest.raises(RuntimeError) as err:
-        HSNet("resnet50", weights="imagenet")
+        HSNet(HSNetConfig(backbone="resnet50", weights="imagenet"))
     assert asked == [torchvision.models.ResNet50_Weights.IMAGENET1K_V1], "the weights must come through the patched API"
     message = str(err.value)
     assert "resnet50" in message and "weights=None" in message and "weights='/path/to/" in message
@@ -494,4 +496,33 @@ def test_imagenet_weights_offline_give_a_helpful_error(tmp_path, monkeypatch):
 def test_missing_backbone_weights_file_is_named(tmp_path):
     path = tmp_path / "nowhere" / "resnet50.pth"
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        HSNet("resnet50", weights=path)
+        HSNet(HSNetConfig(backbone="resnet50", weights=path))
+
+
+# -- the config: one declaration per option -----------------------------------------------------------
+def test_every_option_is_declared_once_with_its_metadata():
+    fields = dataclasses.fields(HSNetConfig)
+    assert all(f.kw_only and f.metadata["help"] for f in fields)
+    assert variant_fields() == ["hypercorrelation", "pyramid", "kernel", "block_layers", "support_masking",
+                                "finetune_backbone"]
+    assert all(dataclasses.fields(HSNetConfig)[[f.name for f in fields].index(n)].metadata["paper"]
+               for n in variant_fields())
+    with pytest.raises(TypeError):
+        HSNetConfig("resnet50")  # keyword-only
+    with pytest.raises(TypeError, match="HSNetConfig"):
+        HSNet("resnet50")  # the one constructor takes a config
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(HSNetConfig) if f.metadata["choices"]])
+def test_the_choices_of_an_option_are_what_it_accepts(name):
+    field = next(f for f in dataclasses.fields(HSNetConfig) if f.name == name)
+    for value in option_choices(field):
+        assert getattr(HSNetConfig(weights=None, **{name: value}), name) == value
+    with pytest.raises(ValueError, match=name):
+        HSNetConfig(weights=None, **{name: "no such value"})
+
+
+def test_a_config_round_trips_through_its_dict():
+    config = HSNetConfig(weights=None, pyramid=[3, 2], kernel="separable")
+    assert config.pyramid == (2, 3) and HSNetConfig(**json.loads(json.dumps(config.to_dict()))) == config
+    assert HSNet.from_config(config.to_dict()).config == config

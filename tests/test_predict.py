@@ -18,7 +18,7 @@ from PIL import Image
 from hsnetlib.cli import main
 from hsnetlib.data import build_dataset, image_to_tensor, mask_to_tensor
 from hsnetlib.evaluate import evaluate
-from hsnetlib.model import HSNet
+from hsnetlib.model import HSNet, HSNetConfig
 from hsnetlib.synthetic import generate
 
 SIZE = 64
@@ -27,7 +27,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def model() -> HSNet:
     torch.manual_seed(0)
-    return HSNet("resnet50", weights=None).eval()
+    return HSNet(HSNetConfig(backbone="resnet50", weights=None)).eval()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from hsnetlib.conv4d import KERNELS
-from hsnetlib.model import HSNet
+from hsnetlib.model import HSNet, HSNetConfig
 from hsnetlib.profile import episode_inputs, measure_flops, profile_model
 
 RESNET50_LEARNABLE = 2_573_794  # the official model's (../shared/reference/official-state-dict.tsv)
@@ -62,7 +62,7 @@ def profiled():
     """ResNet50 only: the other backbones' models differ in the first squeezing convs alone, and their
     parameter totals are checked without a profile in test_model.py."""
     torch.manual_seed(0)
-    model = HSNet("resnet50", weights=None)
+    model = HSNet(HSNetConfig(backbone="resnet50", weights=None))
     return model, profile_model(model, img_size=64, nshot=1, device="cpu", warmup=0, repeats=1)
 
 

@@ -24,14 +24,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from hsnetlib.model import HSNet
+from hsnetlib.model import HSNet, HSNetConfig
 from hsnetlib.synthetic import generate
 from hsnetlib.train import (
-    ConfigError, DistInfo, EpisodeSampler, TrainConfig, _check_setup, build_datasets, build_model,
-    build_optimizer, forward_episodes, heldout_split, train,
+    RESUMABLE_CHANGES, ConfigError, DistInfo, EpisodeSampler, TrainConfig, TrainingError, _check_setup,
+    build_datasets, build_model, build_optimizer, forward_episodes, heldout_split, result_dict, train,
 )
 
 REPO = Path(__file__).resolve().parent.parent
+MODEL_FIELDS = {f.name for f in dataclasses.fields(HSNetConfig)}
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,11 @@ def voc_root(tmp_path_factory) -> Path:
 
 
 def tiny(root: Path, run_dir: Path, **overrides) -> TrainConfig:
-    settings = dict(benchmark="pascal", datapath=str(root), splits_dir=str(root / "splits"), fold=0, weights=None,
-                    img_size=64, bsz=4, epochs=2, val_episodes=8, train_episodes_per_epoch=8, progress=False,
-                    run_dir=str(run_dir))
+    """The tiny training; overrides of model options (HSNetConfig fields) go into its model."""
+    model = {k: overrides.pop(k) for k in list(overrides) if k in MODEL_FIELDS}
+    settings = dict(benchmark="pascal", datapath=str(root), splits_dir=str(root / "splits"), fold=0,
+                    model=HSNetConfig(**{"weights": None, **model}), img_size=64, bsz=4, epochs=2, val_episodes=8,
+                    train_episodes=8, progress=False, run_dir=str(run_dir))
     return TrainConfig(**{**settings, **overrides})
 
 
@@ -141,7 +144,7 @@ def test_validation_scores_are_those_of_evaluate(voc_root, tmp_path):
     ours = validate(model, DataLoader(val_ds, batch_size=4), val_ds.class_ids, DistInfo(), "none", "val", False)
     reference = evaluate(model, val_ds, batch_size=3, progress=False)
     with pytest.warns(UserWarning, match="classes without episodes"):  # 6 episodes do not meet every class
-        with_workers = evaluate(model, val_ds, batch_size=3, num_workers=2, progress=False, max_episodes=6)
+        with_workers = evaluate(model, val_ds, batch_size=3, num_workers=2, progress=False, episodes=6)
     pd.testing.assert_frame_equal(with_workers.episodes, reference.episodes.iloc[:6])  # a batch per worker
     assert 0 < ours.miou < 100
     assert ours.miou == pytest.approx(reference.miou, abs=1e-6)
@@ -157,7 +160,9 @@ def test_mixed_precision_is_refused_on_cpu(voc_root, tmp_path, amp):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(amp="fp32"), "amp="), (dict(selection="val"), "selection="), (dict(bsz=0), "bsz="),
-    (dict(kernel="diagonal"), "kernel"), (dict(pyramid=(1, 3)), "pyramid"), (dict(heldout_fraction=1.5), "heldout"),
+    (dict(heldout_fraction=1.5), "heldout"), (dict(lr=float("inf")), "lr=inf"), (dict(lr=float("nan")), "lr=nan"),
+    (dict(backbone_lr=-1.0), "backbone_lr"), (dict(val_benchmark="mars"), "val_benchmark"),
+    (dict(val_benchmark="fss", selection="heldout"), "cannot be combined"), (dict(model={"kernel": "diagonal"}), "kernel"),
 ])
 def test_invalid_configs_are_config_errors(voc_root, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -182,7 +187,7 @@ def test_sampler_shards_form_the_single_process_global_batches():
     assert len(set(single)) == 12
 
 
-def test_run_directory_and_best_checkpoint(runs):
+def test_run_directory_and_best_checkpoint(runs, voc_root):
     run = runs["straight"]
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [0, 1]
@@ -190,7 +195,8 @@ def test_run_directory_and_best_checkpoint(runs):
                              "val_fbiou", "time"]
     assert all(np.isfinite(list(r.values())).all() for r in rows)
     config = json.loads((run / "config.json").read_text())
-    assert config["selection"] == "test_fold" and config["lr"] == 1e-3
+    assert config["selection"] == "test_fold" and config["lr"] == 1e-3 and config["model"]["weights"] is None
+    assert TrainConfig(**config) == tiny(voc_root, run, workers=2)  # config.json rebuilds the config
     env = json.loads((run / "env.json").read_text())
     assert {"code_version", "torch", "device"} <= set(env) and env["world_size"] == 1
     assert list((run / "tb").glob("events.out.tfevents.*"))
@@ -214,7 +220,7 @@ def test_best_checkpoint_follows_validation_miou(voc_root, tmp_path, monkeypatch
     scripted, real = iter([10.0, 30.0, 20.0]), engine.validate
     monkeypatch.setattr(engine, "validate", lambda *a, **k: dataclasses.replace(real(*a, **k), miou=next(scripted)))
     run = tmp_path / "run"
-    summary = train(tiny(voc_root, run, epochs=3, train_episodes_per_epoch=4, val_episodes=4))
+    summary = train(tiny(voc_root, run, epochs=3, train_episodes=4, val_episodes=4))
     assert [r["val_miou"] for r in read_metrics(run)] == [10.0, 30.0, 20.0]
     assert (summary["best_epoch"], summary["best_val_miou"]) == (1, 30.0)
     assert payload(run / "best.pt")["epoch"] == 1 and payload(run / "last.pt")["best_epoch"] == 1
@@ -349,3 +355,124 @@ def test_default_workers_follow_the_cpus_of_the_process(monkeypatch, env, cpus, 
     assert utils.default_workers("cpu") == 0  # CPU runs load in the main process
     monkeypatch.setattr(utils, "pick_device", lambda device: torch.device("cuda"))
     assert utils.default_workers() == cuda_workers
+
+
+# -- the config's metadata ----------------------------------------------------------------------------
+def test_result_dict_leaves_out_exactly_the_fields_marked_result_false(voc_root, tmp_path):
+    config = tiny(voc_root, tmp_path)
+    kept = result_dict(config)
+    marked = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata["result"] is False}
+    assert marked == {"run_dir", "progress", "workers", "resume", "device"}
+    assert set(kept) == set(config.to_dict()) - marked and HSNetConfig(**kept["model"]) == config.model
+    assert set(RESUMABLE_CHANGES) == marked | {"epochs"}
+    where = dataclasses.replace(config, run_dir="elsewhere", workers=3, progress=True, device="cpu", resume="auto")
+    assert result_dict(where) == kept
+    assert result_dict(dataclasses.replace(config, model=HSNetConfig(weights=None, kernel="original"))) != kept
+
+
+def test_a_resumed_run_names_a_changed_model_option(runs, voc_root):
+    with pytest.raises(ConfigError, match=r"model\.kernel \(run: 'center_pivot', now: 'original'\)"):
+        train(tiny(voc_root, runs["straight"], kernel="original", resume=True))
+
+
+# -- bugs: each test fails before its fix -------------------------------------------------------------
+def test_building_a_model_leaves_the_callers_random_state_alone(voc_root, tmp_path):
+    import random
+
+    random.seed(11), np.random.seed(11), torch.manual_seed(11)
+    before = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
+    first = build_model(tiny(voc_root, tmp_path, seed=3), torch.device("cpu"))
+    assert random.getstate() == before[0] and np.array_equal(np.random.get_state()[1], before[1])
+    assert torch.equal(torch.get_rng_state(), before[2])
+    second = build_model(tiny(voc_root, tmp_path, seed=3), torch.device("cpu"))  # the seed alone decides
+    other = build_model(tiny(voc_root, tmp_path, seed=4), torch.device("cpu"))
+    learner = lambda m: torch.cat([p.flatten() for p in m.learner_parameters()])  # noqa: E731
+    assert torch.equal(learner(first), learner(second)) and not torch.equal(learner(first), learner(other))
+
+
+def test_heldout_validation_set_rebuilds_itself_and_nothing_else(voc_root, tmp_path):
+    """Its recorded description is not the fold's val split: redrawing it for another shot keeps its held-out
+    queries, the same seed and shot give the same episodes, and build_dataset refuses the description."""
+    from hsnetlib.data import build_dataset
+
+    _, val_ds = build_datasets(tiny(voc_root, tmp_path, selection="heldout", heldout_fraction=0.25))
+    episodes = [val_ds.episode(i) for i in range(len(val_ds))]
+    assert val_ds.config.split == "heldout" and val_ds.config.heldout_fraction == 0.25
+    assert [val_ds.with_episodes(seed=0, shot=1).episode(i) for i in range(len(val_ds))] == episodes
+    two_shot = val_ds.with_episodes(shot=2)
+    assert [two_shot.episode(i).query for i in range(len(val_ds))] == [e.query for e in episodes]
+    assert all(len(two_shot.episode(i).supports) == 2 for i in range(len(val_ds)))
+    reseeded = val_ds.with_episodes(seed=5)
+    assert {reseeded.episode(i).query for i in range(len(val_ds))} <= {e.query for e in episodes}
+    with pytest.raises((TypeError, ValueError)):
+        build_dataset(**dataclasses.asdict(val_ds.config))
+
+
+def test_validation_on_another_benchmark(tmp_path):
+    """val_benchmark="fss": training on PASCAL, model selection on FSS-1000's val split (the CD-FSS recipe)."""
+    root = tmp_path / "data"
+    generate(root, "pascal", images_per_class=3, size=64, seed=0)
+    generate(root, "fss", images_per_class=3, size=64, seed=0)
+    config = tiny(root, tmp_path / "run", val_benchmark="fss", epochs=1, val_episodes=4)
+    train_ds, val_ds = build_datasets(config)
+    assert (train_ds.benchmark, val_ds.benchmark, val_ds.split) == ("pascal", "fss", "val")
+    summary = train(config)
+    assert summary["last"]["epoch"] == 0 and np.isfinite(summary["best_val_miou"])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["val_benchmark"] == "fss"
+
+
+def test_a_non_finite_loss_stops_the_training_naming_the_epoch(voc_root, tmp_path, monkeypatch):
+    import hsnetlib.train as engine
+
+    real = engine.train_one_epoch
+    calls = iter(range(10))
+
+    def diverging(*args, **kwargs):
+        stats = real(*args, **kwargs)
+        return dataclasses.replace(stats, loss=float("nan")) if next(calls) == 1 else stats
+
+    monkeypatch.setattr(engine, "train_one_epoch", diverging)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match="epoch 1: the training loss became nan"):
+        train(tiny(voc_root, run, epochs=3, train_episodes=4, val_episodes=4))
+    assert [r["epoch"] for r in read_metrics(run)] == [0] and payload(run / "last.pt")["epoch"] == 0
+
+
+def test_a_full_disk_while_checkpointing_is_named_and_keeps_the_previous_checkpoint(runs, tmp_path, monkeypatch):
+    import errno
+
+    import hsnetlib.utils as utils
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["straight"], run)
+    before = (run / "last.pt").read_bytes()
+
+    def full(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(utils.torch, "save", full)
+    with pytest.raises(OSError, match=f"no space left on device: {run / 'last.pt'}") as err:
+        HSNet.load(run / "last.pt").save(run / "last.pt")
+    assert err.value.errno == errno.ENOSPC
+    assert (run / "last.pt").read_bytes() == before and not list(run.glob(".*.tmp"))
+
+
+def test_a_truncated_last_checkpoint_on_resume_is_named(runs, voc_root, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["straight"], run)
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"cannot read checkpoint {run / 'last.pt'}"):
+        train(tiny(voc_root, run, epochs=3, resume=True))
+
+
+def test_a_resume_with_another_cpu_thread_count_is_warned_of(runs, voc_root, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["resumed"], run)
+    env = json.loads((run / "env.json").read_text())
+    assert env["cpu_threads"] == torch.get_num_threads()  # recorded with the run
+    env["resumes"][-1]["cpu_threads"] = torch.get_num_threads() + 1
+    (run / "env.json").write_text(json.dumps(env))
+    with pytest.warns(RuntimeWarning, match="CPU threads"):
+        train(tiny(voc_root, run, epochs=3, resume=True))

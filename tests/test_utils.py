@@ -32,3 +32,38 @@ def test_code_version_is_dirty_only_for_code_changes(tmp_path):
 
 def test_code_version_outside_git_is_the_package_version(tmp_path):
     assert code_version(tmp_path / "not-a-checkout") == f"hsnetlib-{__version__}"
+
+
+def test_atomic_write_replaces_a_file_whole_or_not_at_all(tmp_path, monkeypatch):
+    import errno
+
+    import pytest
+    import torch
+
+    import hsnetlib.utils as utils
+    from hsnetlib.utils import atomic_save, atomic_write, load_checkpoint
+
+    path = atomic_write(tmp_path / "sub" / "a.json", "{}\n")
+    assert path.read_text() == "{}\n" and atomic_write(path, b"\x00\x01").read_bytes() == b"\x00\x01"
+    atomic_save({"x": torch.arange(3)}, tmp_path / "c.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "c.pt")["x"], torch.arange(3))
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(utils.os, "fsync", full)
+    with pytest.raises(OSError, match=f"no space left on device: {path}"):
+        atomic_write(path, "new")
+    assert path.read_bytes() == b"\x00\x01" and sorted(p.name for p in path.parent.iterdir()) == ["a.json"]
+
+
+def test_an_unreadable_checkpoint_is_named(tmp_path):
+    import pytest
+
+    from hsnetlib.utils import load_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+        load_checkpoint(tmp_path / "nothere.pt")
+    (tmp_path / "bad.pt").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match=f"cannot read checkpoint {tmp_path / 'bad.pt'}"):
+        load_checkpoint(tmp_path / "bad.pt")
