@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
+from hsnetlib.model import PAPER_IMG_SIZE
 from hsnetlib.utils import pick_device
 
 
@@ -133,7 +134,7 @@ def measure_flops(model, inputs) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def profile_model(model, img_size: int = 400, nshot: int = 1, device: str | torch.device | None = None,
+def profile_model(model, img_size: int = PAPER_IMG_SIZE, nshot: int = 1, device: str | torch.device | None = None,
                   warmup: int = 2, repeats: int = 10, seed: int = 0) -> Profile:
     """Size, time, memory and FLOPs of one `nshot`-shot episode at `img_size` (Table 4 uses 1-shot, 400 px)."""
     if repeats < 1 or warmup < 0:

@@ -75,7 +75,7 @@ def test_learner_names_and_shapes_equal_the_released_resnet50_checkpoint(resnet5
 
 @pytest.mark.parametrize("backbone, channels", [("vgg16", (1, 3, 3)), ("resnet101", (3, 23, 4))])
 def test_other_backbones_differ_only_in_the_first_squeezing_convs(backbone, channels):
-    config = HSNetConfig(backbone, None)
+    config = HSNetConfig(backbone=backbone, weights=None)
     with torch.device("meta"):
         learner = HPNLearner(config.level_channels())
     ours = {f"hpn_learner.{k}": tuple(v.shape) for k, v in learner.state_dict().items()}

@@ -212,7 +212,7 @@ def test_forward_at_400px_runs_the_published_shapes():
 
 # -- parameter counts ------------------------------------------------------------------------------------
 def meta_learner(backbone: str, **options) -> HPNLearner:
-    config = HSNetConfig(backbone, None, **options)
+    config = HSNetConfig(backbone=backbone, weights=None, **options)
     with torch.device("meta"):
         return HPNLearner(config.level_channels(), config.kernel, config.block_layers)
 
