@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from hsnetlib.backbone import BACKBONES
 from hsnetlib.conv4d import KERNELS
-from hsnetlib.data import BENCHMARKS
+from hsnetlib.data import list_benchmarks
 from hsnetlib.model import HYPERCORRELATIONS
 from hsnetlib.train import AMP_MODES, SELECTIONS, ConfigError, TrainConfig, run_name
 
@@ -50,7 +50,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         shown = "" if flag_only or "(default:" in help else f" (default: {default})"
         p.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, help=help + shown, **kwargs)
 
-    opt("--benchmark", dest="benchmark", choices=BENCHMARKS, help="benchmark to train on")
+    opt("--benchmark", dest="benchmark", choices=list_benchmarks(), help="benchmark to train on")
     opt("--datapath", dest="datapath", help="data root holding the benchmark (README section 'Data sets')")
     opt("--fold", dest="fold", type=int, help="fold whose classes are held out for testing")
     opt("--backbone", dest="backbone", choices=sorted(BACKBONES), help="frozen feature extractor")
@@ -113,7 +113,7 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate a checkpoint: fold mIoU, FB-IoU and a bootstrap 95% interval, "
                                    "per-class and per-episode CSV files.")
     _add_eval_options(p)
-    p.add_argument("--benchmark", choices=BENCHMARKS, default="pascal", help="benchmark (default: pascal)")
+    p.add_argument("--benchmark", choices=list_benchmarks(), default="pascal", help="benchmark (default: pascal)")
     p.add_argument("--datapath", default="data", help="data root (default: data; README section 'Data sets')")
     p.add_argument("--fold", type=int, default=0, help="fold to test (default: 0)")
     p.add_argument("--nshot", type=int, default=1, help="supports per episode, K-shot voting (default: 1)")

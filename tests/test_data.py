@@ -309,7 +309,7 @@ def test_argument_and_split_list_errors(pascal_root, tmp_path):
     splits = pascal_root / "splits"
     for kwargs, message in [
         (dict(fold=4), "fold=4 out of range for pascal"), (dict(split="train"), "split='train'"),
-        (dict(shot=0), "shot=0"), (dict(resize="crop"), "resize='crop'"), (dict(benchmark="voc"), "benchmark='voc'"),
+        (dict(shot=0), "shot=0"), (dict(resize="crop"), "resize='crop'"), (dict(benchmark="voc"), "unknown benchmark 'voc'; registered: pascal, coco"),
     ]:
         args = dict(benchmark="pascal", root=pascal_root, fold=0, split="test", shot=1, splits_dir=splits) | kwargs
         with pytest.raises(ValueError, match=message):
