@@ -111,15 +111,16 @@ def _open(path: Path, mode: str | None) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            if mode and img.mode in _SIXTEEN_BIT_MODES:
-                return _eight_bit(img, path).convert(mode)
-            if mode and img.mode == "F":
-                raise ValueError(f"cannot read image {path}: floating-point images (mode F) are not supported; save it as 8-bit")
-            return img.convert(mode) if mode else img.copy()
+            img = img.copy()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        if str(path) in str(err):
-            raise
         raise ValueError(f"cannot read image {path}: {err}") from err
+    if not mode:
+        return img
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return _eight_bit(img, path).convert(mode)
+    if img.mode == "F":
+        raise ValueError(f"cannot read image {path}: floating-point images (mode F) are not supported; save it as 8-bit")
+    return img.convert(mode)
 
 
 def _eight_bit(img: Image.Image, path: Path) -> Image.Image:
