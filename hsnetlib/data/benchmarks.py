@@ -34,7 +34,7 @@ register_benchmark(BenchmarkSpec(
 ))
 register_benchmark(BenchmarkSpec(
     name="pascal-all", label="PASCAL VOC (all 20 classes)", layout=PascalLayout, class_names=PASCAL_CLASSES,
-    class_split=lambda fold: (), splits=("trn",), synthetic="pascal",
+    class_split=lambda fold: (), splits=("trn",), scoring=ScoringOptions(ignore_label=True), synthetic="pascal",
     note="it trains on all 20 classes (the four fold training lists joined: CD-FSS source training), so "
          "PASCAL has no held-out classes to validate on; select the model on FSS-1000 val (val_benchmark='fss')",
 ))
