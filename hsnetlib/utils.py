@@ -1,13 +1,14 @@
 """Small shared utilities: device choice, atomic checkpoint writes, seeding and provenance."""
 from __future__ import annotations
 
+import errno
 import os
 import platform
 import random
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -53,21 +54,45 @@ def default_workers(device: str | torch.device | None = None) -> int:
     return max(0, min(available_cpus() - 1, MAX_DEFAULT_WORKERS))
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file."""
+def _atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write through ``write(file)`` into a temporary file of the same folder, fsync, then rename: a crash or a
+    full disk never leaves half a file, and the file that was there before stays as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if _no_space(err):
+            raise OSError(errno.ENOSPC, f"no space left on device: {path} (not written; the previous file, if any, "
+                                        "is unchanged)") from err
         raise
     return path
+
+
+def _no_space(err: BaseException | None) -> bool:
+    """Whether ``err`` or what it was raised from is a full disk (torch wraps its writer's OSError in a RuntimeError)."""
+    while err is not None:
+        if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes to ``path`` atomically (see :func:`_atomic`); returns the path."""
+    payload = data.encode() if isinstance(data, str) else bytes(data)
+    return _atomic(path, lambda f: f.write(payload))
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` atomically (see :func:`_atomic`); returns the path."""
+    return _atomic(path, lambda f: torch.save(obj, f))
 
 
 def seed_everything(seed: int) -> None:
