@@ -375,3 +375,14 @@ def test_all_ignore_pascal_mask_is_an_error_naming_the_file(pascal_root, tmp_pat
     Image.fromarray(np.full(shape, 255, np.uint8)).save(mask)
     with pytest.raises(ValueError, match=rf"mask {re.escape(str(mask))} is all 255 \(ignore\)"):
         dataset[0]
+
+
+def test_benchmark_images_follow_the_stored_pixels_not_exif(tmp_path):
+    """As in the authors' code, benchmark loading ignores EXIF orientation (masks follow the stored pixels)."""
+    from hsnetlib.data import read_rgb
+    image = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert Image.open(tmp_path / "rotated.jpg").getexif()[0x0112] == 6
+    assert read_rgb(tmp_path / "rotated.jpg").size == (40, 20)
