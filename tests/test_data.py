@@ -272,7 +272,7 @@ def make_folder(root: Path) -> dict:
 def test_folder_benchmark(tmp_path):
     split = make_folder(tmp_path / "mine")
     (tmp_path / "split.json").write_text(json.dumps(split))
-    dataset = build_dataset("folder", tmp_path / "mine", 0, "test", 1, img_size=32, class_split=tmp_path / "split.json")
+    dataset = build_dataset("folder", tmp_path / "mine", 0, "test", 1, img_size=32, class_split=str(tmp_path / "split.json"))  # a plain string, as grids pass it
     assert [dataset.episode(i).query for i in range(len(dataset))] == ["cat/1", "cat/2", "cat/10", "fish/a", "fish/b"]
     assert dataset.class_names == ["owl", "cat", "fish"] and dataset.class_ids == [1, 2]
     fish_a, fish_b = dataset[3], dataset[4]
