@@ -16,20 +16,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 from hsnetlib.data.base import SPLITS, Layout
 
-IOU_MODES = ("pooled", "episode-mean")
-
-
 @dataclass(frozen=True, kw_only=True)
 class ScoringOptions:
-    """How a benchmark's episodes are scored (hsnet-protocol.md "Metrics", cdfss-protocol.md section 5)."""
+    """How a benchmark's episodes are scored (hsnet-protocol.md "Metrics", cdfss-protocol.md section 5).
 
-    ignore_label: bool = False  # the boundary label (PASCAL's 255) exists and is ignored by default
-    iou: str = "pooled"  # per class: sum of intersections / sum of unions over its episodes (a one-class
-    #                      set's mIoU is its pooled foreground IoU); "episode-mean": mean of episode IoUs
+    Every registered benchmark pools per class: IoU_c = sum of intersections / sum of unions over the
+    class's episodes, mIoU = their mean, so a one-class set (Chest X-ray) scores its foreground IoU pooled
+    over all episodes, not a mean of episode IoUs (hsnetlib.metrics.IoUMeter)."""
 
-    def __post_init__(self):
-        if self.iou not in IOU_MODES:
-            raise ValueError(f"ScoringOptions(iou={self.iou!r}): expected one of {IOU_MODES}")
+    ignore_label: bool = False  # the data has a boundary label (PASCAL's 255), ignored in scoring by default
 
 
 @dataclass(frozen=True, kw_only=True)
