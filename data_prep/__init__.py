@@ -1,23 +1,25 @@
-"""One-off data preparation scripts: COCO-20i masks, PASCAL SegmentationClassAug from SBD, a layout checker,
-and the synthetic benchmark generator. Each runs as `python -m data_prep.NAME --help`; see data_prep/README.md."""
+"""One-off data preparation scripts: COCO-20i masks, PASCAL SegmentationClassAug from SBD, Deepglobe tiles,
+ISIC class folders, a layout checker, and the synthetic benchmark generator. Each runs as
+`python -m data_prep.NAME --help`; see data_prep/README.md."""
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from hsnetlib.utils import atomic_write
+
+
+def save_image_atomic(image: Image.Image, path: Path, **save_options) -> None:
+    """Encode `image` in the format of `path`'s suffix and write it atomically (hsnetlib.utils.atomic_write), so
+    an interrupted run never leaves a truncated file that a resumed run would skip."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=Image.registered_extensions()[path.suffix.lower()], **save_options)
+    atomic_write(path, buffer.getvalue())
+
 
 def save_png_atomic(array: np.ndarray, path: Path) -> None:
-    """Write a (H, W) uint8 `array` as a greyscale PNG through a temporary file and a rename,
-    so an interrupted run never leaves a truncated mask that a resumed run would skip."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(array, mode="L").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A (H, W) uint8 `array` as a greyscale PNG, written atomically."""
+    save_image_atomic(Image.fromarray(array, mode="L"), path)

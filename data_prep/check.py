@@ -1,12 +1,15 @@
 """Check a data root against the layouts and split lists the loaders read.
 
-    python -m data_prep.check --root DATA [--benchmark pascal|coco|fss|all] [--splits-dir D] [--sample N | --full]
+    python -m data_prep.check --root DATA [--benchmark pascal|coco|fss|deepglobe|isic|lung|all] [--splits-dir D]
+                              [--sample N | --full]
 
 For each benchmark: every image and mask the split lists name must exist (checked for all of them); a
 sample of them (--sample per split group, default 300; --full for all) is decoded with the loaders'
 own readers: unreadable images or masks, mask values outside the expected set (PASCAL {0..20, 255},
-COCO {0..80}) and mask/image size mismatches are errors. A listed class that does not appear in its
-mask (an FSS mask without foreground) is a warning. Prints a table and the first offending paths;
+COCO {0..80}), a PASCAL mask that is all 255 (nothing labelled) and mask/image size mismatches are
+errors. A listed class that does not appear in its mask (an FSS mask without foreground) is a warning.
+The CD-FSS target sets (deepglobe, isic, lung) are listed by their loaders themselves, one group per
+class, with the benchmark's default options; a missing folder is named with what to put there. Prints a table and the first offending paths;
 exits 1 when anything required is missing or bad. `--benchmark all` (the default) checks the
 benchmarks whose top folder exists under the root.
 """
@@ -18,18 +21,22 @@ import os
 import random
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from hsnetlib.data import SHIPPED_SPLITS, read_class_index_mask, read_grey_mask, read_rgb
+from hsnetlib.data import SHIPPED_SPLITS, DatasetConfig, get_benchmark, read_class_index_mask, read_grey_mask, read_rgb
+from hsnetlib.data.cdfss import LUNG_DIR
 
-BENCHMARKS = ("pascal", "coco", "fss")
-TOP_FOLDER = {"pascal": "VOC2012", "coco": "COCO2014", "fss": "FSS-1000"}
+BENCHMARKS = ("pascal", "coco", "fss", "deepglobe", "isic", "lung")
+TOP_FOLDER = {"pascal": "VOC2012", "coco": "COCO2014", "fss": "FSS-1000", "deepglobe": "Deepglobe", "isic": "ISIC",
+              "lung": LUNG_DIR}
 N_CLASSES = {"pascal": 20, "coco": 80}
-README_SECTION = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "fss": "FSS-1000"}
+README_SECTION = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "fss": "FSS-1000", "deepglobe": "Deepglobe",
+                  "isic": "ISIC2018", "lung": "Chest X-ray"}
+BINARY_MASKS = ("fss", "deepglobe", "isic", "lung")  # grey >= 128 foreground
 SHOW = 5  # offending paths printed per kind
 
 
@@ -129,7 +136,19 @@ def fss_items(root: Path, splits: Path) -> dict[str, list[Item]]:
     return groups
 
 
-ITEMS = {"pascal": pascal_items, "coco": coco_items, "fss": fss_items}
+def target_items(benchmark: str, root: Path, splits: Path) -> dict[str, list[Item]]:
+    """Per class of a CD-FSS target set: its files as the loader lists them (default options)."""
+    spec = get_benchmark(benchmark)
+    config = DatasetConfig(benchmark=benchmark, root=str(root), fold=0, split="test", shot=1,
+                           splits_dir=str(splits), options=spec.resolve_options(None))
+    layout = spec.layout(config, spec)
+    lists = layout.class_lists()
+    return {layout.class_names[c]: [Item(*layout.files[name]) for name in names] for c, names in lists.items()}
+
+
+TARGET_SETS = ("deepglobe", "isic", "lung")
+ITEMS = {"pascal": pascal_items, "coco": coco_items, "fss": fss_items,
+         **{name: partial(target_items, name) for name in TARGET_SETS}}
 
 
 @lru_cache(maxsize=None)
@@ -152,7 +171,7 @@ def check_item(benchmark: str, item: Item) -> tuple[str | None, str | None]:
     """(error, warning) for one image/mask pair, read with the loaders' readers."""
     try:
         image = read_rgb(item.image)
-        if benchmark == "fss":
+        if benchmark in BINARY_MASKS:
             mask = read_grey_mask(item.mask)
         else:
             mask = read_class_index_mask(item.mask, N_CLASSES[benchmark], boundary=benchmark == "pascal")
@@ -160,12 +179,12 @@ def check_item(benchmark: str, item: Item) -> tuple[str | None, str | None]:
         return str(error), None
     if mask.shape != (image.height, image.width):
         return f"{item.mask}: mask is {mask.shape[1]}x{mask.shape[0]}, image {item.image} is {image.width}x{image.height}", None
-    if benchmark == "fss":
+    if benchmark in BINARY_MASKS:
         absent = [] if mask.any() else ["foreground"]
     else:
         absent = [v - 1 for v in sorted(item.values) if not np.any(mask == v)]
     if absent:
-        what = "no foreground" if benchmark == "fss" else f"listed class(es) {absent} (0-based) do not appear"
+        what = "no foreground" if benchmark in BINARY_MASKS else f"listed class(es) {absent} (0-based) do not appear"
         return None, f"{item.mask}: {what}"
     return None, None
 
@@ -195,7 +214,8 @@ def check_benchmark(benchmark: str, root: Path, splits: Path, sample: int | None
     try:
         groups = ITEMS[benchmark](root, splits)
     except (FileNotFoundError, ValueError) as error:
-        return [GroupReport(benchmark, "lists", bad=[f"{error} (split lists of --splits-dir {splits})"])]
+        where = "" if benchmark in TARGET_SETS else f" (split lists of --splits-dir {splits})"
+        return [GroupReport(benchmark, "lists", bad=[f"{error}{where}"])]
     return [check_group(benchmark, group, items, sample, progress) for group, items in groups.items()]
 
 
@@ -203,10 +223,10 @@ def check_benchmark(benchmark: str, root: Path, splits: Path, sample: int | None
 # Report
 # ------------------------------------------------------------------------------------------------
 def format_reports(reports: list[GroupReport]) -> str:
-    header = f"{'benchmark':<10}{'group':<11}{'listed':>8}{'missing':>9}{'checked':>9}{'bad':>6}{'warn':>6}  status"
+    header = f"{'benchmark':<10}{'group':<22}{'listed':>8}{'missing':>9}{'checked':>9}{'bad':>6}{'warn':>6}  status"
     lines = [header, "-" * len(header)]
     for r in reports:
-        lines.append(f"{r.benchmark:<10}{r.group:<11}{r.listed:>8}{len(r.missing):>9}{r.checked:>9}"
+        lines.append(f"{r.benchmark:<10}{r.group:<22}{r.listed:>8}{len(r.missing):>9}{r.checked:>9}"
                      f"{len(r.bad):>6}{len(r.warnings):>6}  {'ok' if r.ok else 'FAIL'}")
     for r in reports:
         for kind, entries in (("missing", [str(p) for p in r.missing]), ("bad", r.bad), ("warnings", r.warnings)):

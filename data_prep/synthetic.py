@@ -1,6 +1,7 @@
-"""Write a synthetic few-shot benchmark in the real FSS-1000 and/or PASCAL VOC2012 layouts.
+"""Write a synthetic few-shot benchmark in the real FSS-1000, PASCAL VOC2012, COCO-20i or CD-FSS layouts.
 
-    python -m data_prep.synthetic --root data/synthetic --layout both --seed 0
+    python -m data_prep.synthetic --root data/synthetic --layout both --seed 0   # fss and pascal
+    python -m data_prep.synthetic --root data/synthetic --layout all             # every layout
 
 The loaders then read it like the real data with `splits_dir=ROOT/splits` (see hsnetlib.synthetic).
 """
@@ -16,11 +17,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", required=True, help="data root to write FSS-1000/, VOC2012/, splits/ and synthetic.json under")
-    parser.add_argument("--layout", choices=(*LAYOUTS, "both"), default="both")
+    parser.add_argument("--layout", choices=(*LAYOUTS, "both", "all"), default="both",
+                        help="one layout, both (fss and pascal) or all")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-classes", type=int, default=None, help="FSS classes (default 20); PASCAL always has 20")
-    parser.add_argument("--images-per-class", type=int, default=10, help="FSS: images per class; PASCAL: trn images per class")
-    parser.add_argument("--val-images-per-class", type=int, default=None, help="PASCAL val images per class (default: --images-per-class)")
+    parser.add_argument("--n-classes", type=int, default=None, help="FSS classes (default 20); the other layouts have their benchmark's")
+    parser.add_argument("--images-per-class", type=int, default=10, help="FSS, CD-FSS sets: images per class; PASCAL, COCO: trn images per class")
+    parser.add_argument("--val-images-per-class", type=int, default=None, help="PASCAL, COCO val images per class (default: --images-per-class)")
     parser.add_argument("--size", type=int, default=96, help="longer image side in pixels")
     parser.add_argument("--second-object-prob", type=float, default=0.7, help="probability of a second object of another class")
     return parser.parse_args(argv)
@@ -28,15 +30,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    layouts = LAYOUTS if args.layout == "both" else (args.layout,)
+    several = args.layout in ("both", "all")
+    layouts = {"both": ("fss", "pascal"), "all": LAYOUTS}.get(args.layout, (args.layout,))
     for layout in layouts:
         try:
             manifest = generate(
                 args.root, layout,
-                # with --layout both, the FSS-only and PASCAL-only options go to their own layout
-                n_classes=args.n_classes if args.layout != "both" or layout == "fss" else None,
+                # with several layouts, the FSS-only and PASCAL/COCO-only options go to their own layouts
+                n_classes=args.n_classes if not several or layout == "fss" else None,
                 images_per_class=args.images_per_class,
-                val_images_per_class=args.val_images_per_class if args.layout != "both" or layout == "pascal" else None,
+                val_images_per_class=args.val_images_per_class if not several or layout in ("pascal", "coco") else None,
                 size=args.size, second_object_prob=args.second_object_prob, seed=args.seed, progress=True,
             )
         except (ValueError, FileExistsError) as error:

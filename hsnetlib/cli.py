@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 from hsnetlib import predict
 from hsnetlib.backbone import BACKBONES
-from hsnetlib.data import BENCHMARKS
+from hsnetlib.data import list_benchmarks
 from hsnetlib.model import PAPER_IMG_SIZE, HSNetConfig
 from hsnetlib.train import ConfigError, TrainConfig, run_name
 
@@ -114,7 +114,7 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate a checkpoint: fold mIoU, FB-IoU and a bootstrap 95% interval, "
                                    "per-class and per-episode CSV files.")
     _add_eval_options(p)
-    p.add_argument("--benchmark", choices=BENCHMARKS, default="pascal", help="benchmark (default: pascal)")
+    p.add_argument("--benchmark", choices=list_benchmarks(), default="pascal", help="benchmark (default: pascal)")
     p.add_argument("--datapath", default="data", help="data root (default: data; README section 'Data sets')")
     p.add_argument("--fold", type=int, default=0, help="fold to test (default: 0)")
     p.add_argument("--nshot", type=int, default=1, help="supports per episode, K-shot voting (default: 1)")

@@ -1,4 +1,4 @@
-"""Synthetic few-shot segmentation benchmarks in the real FSS-1000 and PASCAL VOC2012 layouts.
+"""Synthetic few-shot segmentation benchmarks in the real FSS-1000, PASCAL VOC2012, COCO-20i and CD-FSS layouts.
 
 `generate(root, layout)` writes a small data set that the real loaders (`hsnetlib.data.build_dataset`
 with `splits_dir=root/"splits"`) read exactly like the real benchmark:
@@ -9,14 +9,25 @@ with `splits_dir=root/"splits"`) read exactly like the real benchmark:
                    (class index + 1 on objects, 0 background, 255 on a thin band along object outlines),
                    and root/splits/pascal/{trn,val}/fold{0..3}.txt with lines `NAME__CC` (1-based class);
                    fold i holds classes 5i..5i+4, as in PASCAL-5i.
+* layout "coco":   root/COCO2014/{train2014,val2014}/COCO_{subset}_N.jpg + root/COCO2014/annotations/{subset}/NAME.png
+                   (class index + 1 on objects, 0 background), and root/splits/coco/{trn,val}/fold{0..3}.tsv.gz
+                   with rows `CLASS<TAB>SUBSET/NAME.jpg` (0-based class); fold i tests classes i, i+4, ..., i+76
+                   (val2014 images), trains on the others (train2014 images).
+* layout "deepglobe": root/Deepglobe/C/test/origin/NAME.jpg + groundtruth/NAME.png (3-channel white on black),
+                   C = 1..6, as data_prep.deepglobe writes them.
+* layout "isic":   root/ISIC/ISIC2018_Task1-2_Training_Input/K/ISIC_N.jpg, K = 1..3, masks in
+                   root/ISIC/ISIC2018_Task1_Training_GroundTruth/ISIC_N_segmentation.png.
+* layout "lung":   root/LungSegmentation/CXR_png/NAME.png (grey) + masks/: half of them named NAME_mask.png
+                   (Shenzhen style), half NAME.png (Montgomery style).
 
 Each class is a texture (stripes, checker, dots, blotches or rings, with its own period and angle) in a
 class colour pair of high saturation. Objects are random ellipses, blobs or polygons pasted on cluttered
 backgrounds made of low-saturation non-class patterns, so a model with a frozen, randomly initialised
 backbone can learn, on a CPU in minutes, to find the support's texture and colour in the query. With
 probability `second_object_prob` an image also holds an object of another class of the same split group
-(FSS: an unlabelled distractor, so the support is needed; PASCAL: a labelled second class, listed under
-both classes). Classes of different split groups (FSS trn/val/test, PASCAL folds) never share an image.
+(FSS and the CD-FSS sets: an unlabelled distractor, so the support is needed; PASCAL, COCO: a labelled
+second class, listed under both classes). Classes of different split groups (FSS trn/val/test, PASCAL
+and COCO folds) never share an image.
 
 Everything is a pure function of the arguments: the same seed gives byte-identical files.
 `root/synthetic.json` records the parameters, counts and class styles of every layout generated there.
@@ -24,6 +35,7 @@ Everything is a pure function of the arguments: the same seed gives byte-identic
 from __future__ import annotations
 
 import colorsys
+import gzip
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -34,19 +46,24 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-__all__ = ["generate", "LAYOUTS", "PASCAL_CLASSES", "TEXTURES"]
+from hsnetlib.data import COCO_CLASSES, DEEPGLOBE_CLASSES, ISIC_CONVENTIONS, PASCAL_CLASSES, get_benchmark
+from hsnetlib.data.cdfss import ISIC_IMAGES, ISIC_MASKS, LUNG_DIR
 
-LAYOUTS = ("fss", "pascal")
-PASCAL_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
+__all__ = ["generate", "LAYOUTS", "TEXTURES"]
+
+LAYOUTS = ("fss", "pascal", "coco", "deepglobe", "isic", "lung")
 TEXTURES = ("stripes", "checker", "dots", "blotches", "rings")
 FSS_SPLIT_FRACTIONS = (520 / 1000, 240 / 1000)  # trn, val of FSS-1000; test gets the rest
 MANIFEST_NAME = "synthetic.json"
 SHIPPED_SPLITS = Path(__file__).parent / "splits"
 _HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure", "blue", "violet", "magenta", "pink")
-_LAYOUT_CODE = {"fss": 1, "pascal": 2}
+_LAYOUT_CODE = {"fss": 1, "pascal": 2, "coco": 3, "deepglobe": 4, "isic": 5, "lung": 6}
+# the layouts whose class names are fixed by their benchmark
+_FIXED_CLASSES = {
+    "pascal": PASCAL_CLASSES, "coco": COCO_CLASSES, "deepglobe": tuple(name for name, _ in DEEPGLOBE_CLASSES.values()),
+    "isic": ISIC_CONVENTIONS[get_benchmark("isic").options["isic_convention"].default], "lung": ("lung",),
+}
+_CLASS_LISTS = ("pascal", "coco")  # layouts with per-class split lists (and a val_images_per_class)
 _SPLIT_CODE = {"trn": 1, "val": 2, "test": 3}
 _MIN_SIZE = 32
 OBJECT_AREA = (0.1, 0.3)  # range of an object's area as a fraction of the image (before cropping/occlusion)
@@ -94,15 +111,18 @@ def generate(
     """Write a synthetic few-shot benchmark in the real `layout` under `root`; return its manifest.
 
     Args:
-        root: data root; gets FSS-1000/ or VOC2012/, splits/<layout>/ and synthetic.json.
-        layout: "fss" or "pascal".
+        root: data root; gets the layout's top folder (FSS-1000/, VOC2012/, COCO2014/, Deepglobe/, ISIC/,
+            LungSegmentation/), splits/<layout>/ where the layout has split lists, and synthetic.json.
+        layout: one of LAYOUTS.
         n_classes: FSS: number of classes (>= 3; default 20), split 52/24/24 % into trn/val/test like
-            FSS-1000. PASCAL: must be 20 (the default); fold i holds classes 5i..5i+4.
-        images_per_class: FSS: images per class (files 1..N; real FSS-1000 has 10). PASCAL: training
-            images per class (the `trn` lists). At least 2; K-shot episodes need K + 1.
-        val_images_per_class: PASCAL only: images per class in the `val` lists (default images_per_class).
-        size: longer image side in pixels (>= 32). FSS images are square; PASCAL images have a shorter
-            side drawn in [0.75, 1] x size, like VOC's mixed aspect ratios.
+            FSS-1000. The others have their benchmark's classes (PASCAL 20, COCO 80, Deepglobe 6, ISIC 3,
+            Chest X-ray 1): None or that number.
+        images_per_class: FSS: images per class (files 1..N; real FSS-1000 has 10). PASCAL, COCO: training
+            images per class (the `trn` lists). CD-FSS sets: images per class folder. At least 2; K-shot
+            episodes need K + 1.
+        val_images_per_class: PASCAL, COCO only: images per class in the `val` lists (default images_per_class).
+        size: longer image side in pixels (>= 32). FSS, Deepglobe and Chest X-ray images are square;
+            PASCAL, COCO and ISIC images have a shorter side drawn in [0.75, 1] x size.
         second_object_prob: probability that an image also holds an object, as large, of another class of
             its group. It is what makes the support necessary: with 0.7, HSNet (frozen random ResNet50,
             96 px) reaches ~75 % foreground IoU on held-out FSS classes with the right support and ~27 %
@@ -129,13 +149,25 @@ def generate(
         _write_fss_splits(root / "splits" / "fss", splits)
         counts = {"classes": len(styles), "images": files, **{f"{s}_classes": len(c) for s, c in splits.items()}}
         extra = {"class_split": splits}
-    else:
+    elif layout == "pascal":
         specs = _pascal_specs(images_per_class, params["val_images_per_class"], second_object_prob, seed)
         files = _render_all(root, layout, specs, styles, size, seed, progress)
         lines = _pascal_split_lines(root, specs)
         _write_pascal_splits(root / "splits" / "pascal", lines)
         counts = {"classes": len(styles), "images": files, **{f"{s}_fold{f}_lines": len(v) for (s, f), v in lines.items()}}
         extra = {"folds": {f"fold{f}": [5 * f + i for i in range(5)] for f in range(4)}}
+    elif layout == "coco":
+        specs = _coco_specs(images_per_class, params["val_images_per_class"], second_object_prob, seed)
+        files = _render_all(root, layout, specs, styles, size, seed, progress)
+        rows = _coco_split_rows(root, specs)
+        _write_coco_splits(root / "splits" / "coco", rows)
+        counts = {"classes": len(styles), "images": files, **{f"{s}_fold{f}_rows": len(v) for (s, f), v in rows.items()}}
+        extra = {"folds": {f"fold{f}": list(get_benchmark("coco").class_split(f)) for f in range(4)}}
+    else:
+        specs = _target_specs(layout, len(styles), images_per_class, second_object_prob, seed)
+        files = _render_all(root, layout, specs, styles, size, seed, progress)
+        counts = {"classes": len(styles), "images": files}
+        extra = {}
     manifest = {
         "generator": "hsnetlib.synthetic",
         "layout": layout,
@@ -155,17 +187,19 @@ def generate(
 def _validate(layout, n_classes, images_per_class, val_images_per_class, size, second_object_prob, seed) -> dict:
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: expected one of {LAYOUTS}")
-    if layout == "pascal":
-        if n_classes not in (None, len(PASCAL_CLASSES)):
-            raise ValueError(f"n_classes={n_classes!r}: the pascal layout always has {len(PASCAL_CLASSES)} classes (4 folds of 5)")
-        n_classes = len(PASCAL_CLASSES)
-        val_images_per_class = images_per_class if val_images_per_class is None else val_images_per_class
-        _check_int("val_images_per_class", val_images_per_class, 2)
+    if layout in _FIXED_CLASSES:
+        fixed = len(_FIXED_CLASSES[layout])
+        if n_classes not in (None, fixed):
+            raise ValueError(f"n_classes={n_classes!r}: the {layout} layout always has {fixed} classes")
+        n_classes = fixed
     else:
-        if val_images_per_class is not None:
-            raise ValueError("val_images_per_class only applies to layout='pascal' (FSS classes are whole per split)")
         n_classes = 20 if n_classes is None else n_classes
         _check_int("n_classes", n_classes, 3)
+    if layout in _CLASS_LISTS:
+        val_images_per_class = images_per_class if val_images_per_class is None else val_images_per_class
+        _check_int("val_images_per_class", val_images_per_class, 2)
+    elif val_images_per_class is not None:
+        raise ValueError(f"val_images_per_class only applies to the layouts {_CLASS_LISTS} (FSS classes are whole per split)")
     _check_int("images_per_class", images_per_class, 2)
     _check_int("size", size, _MIN_SIZE)
     _check_int("seed", seed, 0)
@@ -185,9 +219,12 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name}={value!r}: expected an integer >= {minimum}")
 
 
+_TOP_FOLDER = {"fss": "FSS-1000", "pascal": "VOC2012", "coco": "COCO2014", "deepglobe": "Deepglobe",
+               "isic": "ISIC", "lung": LUNG_DIR}
+
+
 def _layout_paths(root: Path, layout: str) -> list[Path]:
-    data_dir = root / ("FSS-1000" if layout == "fss" else "VOC2012")
-    return [data_dir, root / "splits" / layout]
+    return [root / _TOP_FOLDER[layout], root / "splits" / layout]
 
 
 def _read_manifest(root: Path) -> dict:
@@ -241,7 +278,7 @@ def _class_styles(layout: str, n_classes: int, seed: int) -> list[ClassStyle]:
         else:
             colour_b = _hsv(hue + rng.uniform(-0.05, 0.05), rng.uniform(0.15, 0.3), 1.0)
         hue_name = _HUE_NAMES[int(round(hue * len(_HUE_NAMES))) % len(_HUE_NAMES)]
-        name = PASCAL_CLASSES[k] if layout == "pascal" else f"{k:03d}_{texture}_{hue_name}"
+        name = _FIXED_CLASSES[layout][k] if layout in _FIXED_CLASSES else f"{k:03d}_{texture}_{hue_name}"
         styles.append(
             ClassStyle(
                 name=name,
@@ -300,34 +337,88 @@ def _pascal_specs(n_trn: int, n_val: int, prob: float, seed: int) -> list[ImageS
     return specs
 
 
+def _coco_specs(n_trn: int, n_val: int, prob: float, seed: int) -> list[ImageSpec]:
+    """COCO-20i: training images in train2014, test-class images in val2014; a second object of the same fold."""
+    rng = np.random.default_rng([seed, _LAYOUT_CODE["coco"], 1])
+    specs = []
+    for split, subset, per_class in (("trn", "train2014", n_trn), ("val", "val2014", n_val)):
+        for c in range(len(COCO_CLASSES)):
+            fold_classes = list(range(c % 4, len(COCO_CLASSES), 4))
+            for _ in range(per_class):
+                second = _pick_second(rng, c, fold_classes, prob)
+                name = f"{subset}/COCO_{subset}_{len(specs) + 1:012d}"
+                specs.append(ImageSpec(name, split, len(specs), c, second, second_labelled=True))
+    return specs
+
+
+def _target_specs(layout: str, n_classes: int, per_class: int, prob: float, seed: int) -> list[ImageSpec]:
+    """A CD-FSS target set: `per_class` images in each class folder, an unlabelled distractor of another class."""
+    rng = np.random.default_rng([seed, _LAYOUT_CODE[layout], 1])
+    specs = []
+    for c in range(n_classes):
+        for k in range(per_class):
+            second = _pick_second(rng, c, list(range(n_classes)), prob)
+            n = len(specs) + 1
+            if layout == "deepglobe":
+                name = f"{list(DEEPGLOBE_CLASSES)[c]}/{n:06d}_{k % 6}{k // 6 % 6}"
+            elif layout == "isic":
+                name = f"{c + 1}/ISIC_{n:07d}"
+            else:  # Chest X-ray: alternately Shenzhen (NAME_mask.png) and Montgomery (NAME.png) mask names
+                name = f"{'CHNCXR' if n % 2 else 'MCUCXR'}_{n:04d}_0"
+            specs.append(ImageSpec(name, "test", len(specs), c, second, second_labelled=False))
+    return specs
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Rendering
 # ----------------------------------------------------------------------------------------------------------------
 def _render_all(root, layout, specs, styles, size, seed, progress) -> int:
-    if layout == "fss":
-        out_dir = root / "FSS-1000"
-    else:
-        (root / "VOC2012" / "JPEGImages").mkdir(parents=True, exist_ok=True)
-        (root / "VOC2012" / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
     for spec in tqdm(specs, desc=f"synthetic {layout}", unit="img", disable=not progress):
         rng = np.random.default_rng([seed, _LAYOUT_CODE[layout], 2, spec.index])
         height, width = _image_shape(rng, layout, size)
         image, labels = _render_image(rng, spec, styles, height, width)
-        if layout == "fss":
-            img_path, mask_path = out_dir / f"{spec.name}.jpg", out_dir / f"{spec.name}.png"
-            img_path.parent.mkdir(parents=True, exist_ok=True)
-            mask = np.where(labels == spec.main + 1, 255, 0).astype(np.uint8)
-        else:
-            img_path = root / "VOC2012" / "JPEGImages" / f"{spec.name}.jpg"
-            mask_path = root / "VOC2012" / "SegmentationClassAug" / f"{spec.name}.png"
+        img_path, mask_path = _file_paths(root, layout, spec)
+        img_path.parent.mkdir(parents=True, exist_ok=True)
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        if layout == "pascal":
             mask = _with_boundary(labels, width=max(1, size // 96))
-        Image.fromarray(image).save(img_path, quality=92)
-        Image.fromarray(mask, mode="L").save(mask_path)
+        elif layout == "coco":
+            mask = labels
+        else:  # binary: white foreground on black
+            mask = np.where(labels == spec.main + 1, 255, 0).astype(np.uint8)
+        if layout == "lung":  # grey X-ray PNGs
+            Image.fromarray(image).convert("L").save(img_path)
+        else:
+            Image.fromarray(image).save(img_path, quality=92)
+        if layout == "deepglobe":  # data_prep.deepglobe writes 3-channel masks
+            Image.fromarray(np.repeat(mask[..., None], 3, axis=2)).save(mask_path)
+        else:
+            Image.fromarray(mask, mode="L").save(mask_path)
     return len(specs)
 
 
-def _image_shape(rng: np.random.Generator, layout: str, size: int) -> tuple[int, int]:
+def _file_paths(root: Path, layout: str, spec: ImageSpec) -> tuple[Path, Path]:
+    """(image, mask) of an image spec in the layout's real tree."""
     if layout == "fss":
+        return root / "FSS-1000" / f"{spec.name}.jpg", root / "FSS-1000" / f"{spec.name}.png"
+    if layout == "pascal":
+        voc = root / "VOC2012"
+        return voc / "JPEGImages" / f"{spec.name}.jpg", voc / "SegmentationClassAug" / f"{spec.name}.png"
+    if layout == "coco":
+        return root / "COCO2014" / f"{spec.name}.jpg", root / "COCO2014" / "annotations" / f"{spec.name}.png"
+    if layout == "deepglobe":
+        folder, stem = spec.name.split("/")
+        base = root / "Deepglobe" / folder / "test"
+        return base / "origin" / f"{stem}.jpg", base / "groundtruth" / f"{stem}.png"
+    if layout == "isic":
+        folder, stem = spec.name.split("/")
+        return root / ISIC_IMAGES / folder / f"{stem}.jpg", root / ISIC_MASKS / f"{stem}_segmentation.png"
+    mask_name = f"{spec.name}_mask.png" if spec.name.startswith("CHNCXR") else f"{spec.name}.png"
+    return root / LUNG_DIR / "CXR_png" / f"{spec.name}.png", root / LUNG_DIR / "masks" / mask_name
+
+
+def _image_shape(rng: np.random.Generator, layout: str, size: int) -> tuple[int, int]:
+    if layout in ("fss", "deepglobe", "lung"):
         return size, size
     short = int(round(size * rng.uniform(0.75, 1.0)))
     return (short, size) if rng.uniform() < 0.5 else (size, short)
@@ -508,3 +599,29 @@ def _pascal_split_lines(root: Path, specs: list[ImageSpec]) -> dict[tuple[str, i
 def _write_pascal_splits(split_dir: Path, lines: dict[tuple[str, int], list[str]]) -> None:
     for (split, fold), entries in lines.items():
         _write_list(split_dir / split / f"fold{fold}.txt", entries, SHIPPED_SPLITS / "pascal" / split / f"fold{fold}.txt")
+
+
+def _coco_split_rows(root: Path, specs: list[ImageSpec]) -> dict[tuple[str, int], list[str]]:
+    """Rows `CLASS<TAB>SUBSET/NAME.jpg` per (split, fold), by class then name: trn fold f lists the training
+    images of every class not tested in fold f, val fold f the val2014 images of fold f's classes."""
+    rows: dict[tuple[str, int], list[tuple[int, str]]] = {(s, f): [] for s in ("trn", "val") for f in range(4)}
+    for spec in specs:
+        mask = np.asarray(Image.open(root / "COCO2014" / "annotations" / f"{spec.name}.png"))
+        for c in sorted({spec.main} | ({spec.second} if spec.second is not None else set())):
+            if np.count_nonzero(mask == c + 1) < 0.01 * mask.size:
+                continue
+            folds = [f for f in range(4) if (c % 4 == f) == (spec.split == "val")]
+            for f in folds:
+                rows[(spec.split, f)].append((c, f"{c}\t{spec.name}.jpg"))
+    return {key: [row for _, row in sorted(entries)] for key, entries in rows.items()}
+
+
+def _write_coco_splits(split_dir: Path, rows: dict[tuple[str, int], list[str]]) -> None:
+    """Gzipped TSV lists with the shipped header line; gzip's time stamp fixed, so the bytes depend on the seed only."""
+    header = (SHIPPED_SPLITS / "coco" / "val" / "fold0.tsv.gz")
+    with gzip.open(header, "rt", encoding="utf-8") as f:
+        first = f.readline()
+    for (split, fold), entries in rows.items():
+        path = split_dir / split / f"fold{fold}.tsv.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress((first + "".join(row + "\n" for row in entries)).encode(), mtime=0))

@@ -71,7 +71,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler, Subset
 from tqdm.auto import tqdm
 
-from hsnetlib.data import BENCHMARKS, DatasetConfig, EpisodeIndex, FewShotDataset, build_dataset
+from hsnetlib.data import list_benchmarks, DatasetConfig, EpisodeIndex, FewShotDataset, build_dataset
 from hsnetlib.metrics import IoUMeter
 from hsnetlib.model import PAPER_IMG_SIZE, HSNet, HSNetConfig, vote
 from hsnetlib.utils import atomic_write, default_workers, env_info, load_checkpoint, pick_device
@@ -104,7 +104,7 @@ class TrainConfig:
     """Everything a training run depends on. Defaults are the published protocol (PASCAL-5i, ResNet50)."""
 
     model: HSNetConfig = setting(default_factory=HSNetConfig, help="the model (hsnetlib.model.HSNetConfig)")
-    benchmark: str = setting("pascal", choices=lambda: BENCHMARKS, help="benchmark to train on")
+    benchmark: str = setting("pascal", choices=list_benchmarks, help="benchmark to train on")
     datapath: str = setting("data", help="data root holding the benchmark (README section 'Data sets')")
     fold: int = setting(0, help="fold whose classes are held out for testing")
     shot: int = setting(1, help="supports per training episode; K > 1 sums K 1-shot losses")
@@ -124,7 +124,7 @@ class TrainConfig:
     amp: str = setting("none", choices=AMP_MODES, help="mixed precision on CUDA: bf16, or fp16 with a gradient scaler")
     val_episodes: int | None = setting(None, help="validation episodes per epoch (default: all of the validation "
                                                   "split, 1000 on PASCAL/COCO; 1000 with selection heldout)")
-    val_benchmark: str | None = setting(None, choices=lambda: (None, *BENCHMARKS),
+    val_benchmark: str | None = setting(None, choices=lambda: (None, *list_benchmarks()),
                                         help="benchmark whose val split (fold 0) selects the model (default: the "
                                              "training benchmark's; 'fss': FSS-1000's, the cross-domain recipe)")
     selection: str = setting("test_fold", choices=SELECTIONS,

@@ -272,7 +272,7 @@ def make_folder(root: Path) -> dict:
 def test_folder_benchmark(tmp_path):
     split = make_folder(tmp_path / "mine")
     (tmp_path / "split.json").write_text(json.dumps(split))
-    dataset = build_dataset("folder", tmp_path / "mine", 0, "test", 1, img_size=32, class_split=tmp_path / "split.json")
+    dataset = build_dataset("folder", tmp_path / "mine", 0, "test", 1, img_size=32, class_split=str(tmp_path / "split.json"))  # a plain string, as grids pass it
     assert [dataset.episode(i).query for i in range(len(dataset))] == ["cat/1", "cat/2", "cat/10", "fish/a", "fish/b"]
     assert dataset.class_names == ["owl", "cat", "fish"] and dataset.class_ids == [1, 2]
     fish_a, fish_b = dataset[3], dataset[4]
@@ -309,7 +309,7 @@ def test_argument_and_split_list_errors(pascal_root, tmp_path):
     splits = pascal_root / "splits"
     for kwargs, message in [
         (dict(fold=4), "fold=4 out of range for pascal"), (dict(split="train"), "split='train'"),
-        (dict(shot=0), "shot=0"), (dict(resize="crop"), "resize='crop'"), (dict(benchmark="voc"), "benchmark='voc'"),
+        (dict(shot=0), "shot=0"), (dict(resize="crop"), "resize='crop'"), (dict(benchmark="voc"), "unknown benchmark 'voc'; registered: pascal, coco"),
     ]:
         args = dict(benchmark="pascal", root=pascal_root, fold=0, split="test", shot=1, splits_dir=splits) | kwargs
         with pytest.raises(ValueError, match=message):
@@ -349,3 +349,40 @@ def test_bad_files_are_named(pascal_root, coco_root, tmp_path):
     Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(mask)
     with pytest.raises(ValueError, match="has mode RGB: expected a single-channel class-index PNG"):
         dataset[0]
+
+
+def test_sixteen_bit_png_is_scaled_not_white(tmp_path):
+    """A 16-bit grey PNG (PIL mode I;16) keeps its picture: value v becomes round(v * 255 / 65535)."""
+    from hsnetlib.data import read_grey_mask, read_rgb
+    ramp = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257)  # 0..65535 in steps of 257
+    path = tmp_path / "xray16.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    rgb = np.asarray(read_rgb(path))
+    assert rgb.shape == (16, 16, 3) and np.array_equal(rgb[..., 0], (ramp // 257).astype(np.uint8))
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+    assert read_grey_mask(path).mean() == pytest.approx(0.5)  # >= 128 of 0..255: half
+    Image.fromarray(np.zeros((4, 4), np.float32), mode="F").save(tmp_path / "float.tiff")
+    with pytest.raises(ValueError, match=rf"cannot read image {re.escape(str(tmp_path / 'float.tiff'))}: floating-point"):
+        read_rgb(tmp_path / "float.tiff")
+
+
+def test_all_ignore_pascal_mask_is_an_error_naming_the_file(pascal_root, tmp_path):
+    root = Path(shutil.copytree(pascal_root, tmp_path / "pascal"))
+    dataset = build_dataset("pascal", root, 0, "test", 1, img_size=32, splits_dir=root / "splits")
+    mask = root / "VOC2012/SegmentationClassAug" / f"{dataset.episode(0).supports[0]}.png"
+    shape = np.asarray(Image.open(mask)).shape
+    Image.fromarray(np.full(shape, 255, np.uint8)).save(mask)
+    with pytest.raises(ValueError, match=rf"mask {re.escape(str(mask))} is all 255 \(ignore\)"):
+        dataset[0]
+
+
+def test_benchmark_images_follow_the_stored_pixels_not_exif(tmp_path):
+    """As in the authors' code, benchmark loading ignores EXIF orientation (masks follow the stored pixels)."""
+    from hsnetlib.data import read_rgb
+    image = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to display
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert Image.open(tmp_path / "rotated.jpg").getexif()[0x0112] == 6
+    assert read_rgb(tmp_path / "rotated.jpg").size == (40, 20)

@@ -1,4 +1,5 @@
-"""data_prep: COCO masks from a tiny instances JSON, SegmentationClassAug from SBD .mat files, the checker."""
+"""data_prep: COCO masks from a tiny instances JSON, SegmentationClassAug from SBD .mat files, Deepglobe tiles,
+ISIC class folders, the checker."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ import scipy.io
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from data_prep import check, coco_masks, sbd_to_voc
+from data_prep import check, coco_masks, deepglobe, isic, sbd_to_voc
 from hsnetlib.synthetic import generate
 
 H, W = 20, 30
@@ -203,12 +204,15 @@ def test_check_broken_tree_names_files(good_root, tmp_path, capsys):
     Image.fromarray(mask).save(bad_mask)
     corrupt_jpg.write_bytes(b"this is not a jpeg")
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(empty_mask)
+    ignored_mask = root / "VOC2012" / "SegmentationClassAug" / f"{lines[len(lines) // 2].split('__')[0]}.png"
+    Image.fromarray(np.full(np.asarray(Image.open(ignored_mask)).shape, 255, np.uint8)).save(ignored_mask)
 
-    assert run_check(root) == 1
+    assert run_check(root, "--full") == 1
     out = capsys.readouterr().out
-    for path in (missing_jpg, bad_mask, corrupt_jpg, empty_mask):
+    for path in (missing_jpg, bad_mask, corrupt_jpg, empty_mask, ignored_mask):
         assert str(path) in out, path
     assert "[50]" in out and "no foreground" in out
+    assert f"mask {ignored_mask} is all 255" in out.split("bad (")[1]  # an error, not a warning
 
 
 def test_check_sample_reads_fewer_files(good_root, capsys):
@@ -220,3 +224,132 @@ def test_check_sample_reads_fewer_files(good_root, capsys):
 def test_check_empty_root_fails(tmp_path, capsys):
     assert check.main(["--root", str(tmp_path), "--no-progress"]) == 1
     assert "FSS-1000" in capsys.readouterr().err
+
+
+def test_check_cdfss_sets(tmp_path, capsys):
+    for layout in ("deepglobe", "isic", "lung"):
+        generate(tmp_path, layout, images_per_class=3, size=32)
+    assert run_check(tmp_path, "--benchmark", "lung") == 0
+    out = capsys.readouterr().out
+    assert "lung      lung" in out and "FAIL" not in out
+    image = next((tmp_path / "LungSegmentation" / "CXR_png").iterdir())
+    image.unlink()
+    assert run_check(tmp_path) == 1  # all: the three sets found
+    out = capsys.readouterr().out
+    assert "deepglobe agriculture" in out and "isic      seborrheic_keratosis" in out and str(image) in out
+    shutil.rmtree(tmp_path / "ISIC" / "ISIC2018_Task1-2_Training_Input" / "2")
+    assert run_check(tmp_path, "--benchmark", "isic") == 1
+    assert "ISIC class folder 2 (melanoma; sort the images with python -m data_prep.isic)" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------
+# Deepglobe
+# ------------------------------------------------------------------------------------------------
+YELLOW, CYAN, GREEN, BLUE, WHITE, BLACK = (255, 255, 0), (0, 255, 255), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
+
+
+def deepglobe_source(src: Path) -> None:
+    """Two 48x48 pairs (8x8 tiles): A has a one-colour tile, a tile whose rarest colour is 1/64 and two tiles
+    to keep (agriculture + urban; barren + unknown); B has one tile to keep (forest, water, unknown)."""
+    src.mkdir()
+    a = np.zeros((48, 48, 3), np.uint8)
+    a[0:8, 0:8] = YELLOW
+    a[0:8, 8:16] = YELLOW
+    a[0, 8] = GREEN
+    a[0:8, 16:24] = YELLOW
+    a[4:8, 16:24] = CYAN
+    a[0:8, 24:32] = WHITE
+    a[0:3, 24:32] = BLACK
+    b = np.zeros((48, 48, 3), np.uint8)
+    b[40:48, 40:48] = GREEN
+    b[40:43, 40:48] = BLUE
+    b[46:48, 40:48] = BLACK
+    rng = np.random.default_rng(0)
+    for image_id, mask in (("100", a), ("200", b)):
+        Image.fromarray(mask).save(src / f"{image_id}_mask.png")
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(src / f"{image_id}_sat.jpg")
+
+
+def run_deepglobe(src: Path, root: Path, *extra: str) -> int:
+    return deepglobe.main(["--src", str(src), "--root", str(root), "--share-denominator", "64", "--no-progress", *extra])
+
+
+def test_deepglobe_tiles_filters_and_counts(tmp_path, capsys):
+    deepglobe_source(tmp_path / "src")
+    root = tmp_path / "data"
+    assert run_deepglobe(tmp_path / "src", root) == 0
+    assert '"kept_tiles": 3' in capsys.readouterr().out
+    out = root / "Deepglobe"
+    counts = json.loads((out / "counts.json").read_text())
+    assert counts["tiles"] == 72 and counts["kept_tiles"] == 3
+    assert counts["dropped"] == {"single-colour": 68, "small-share": 1, "many-colours": 0}
+    assert counts["per_class"] == {"1 agriculture": 1, "2 urban": 1, "3 rangeland": 0, "4 forest": 1, "5 water": 1, "6 barren": 1}
+    assert counts["class_folder_entries"] == 5
+    assert (out / "1" / "names.txt").read_text() == "100_02\n" and (out / "4" / "names.txt").read_text() == "200_55\n"
+    agriculture = np.asarray(Image.open(out / "1/test/groundtruth/100_02.png"))
+    assert agriculture.shape == (8, 8, 3) and (agriculture[:4] == 255).all() and (agriculture[4:] == 0).all()
+    assert Image.open(out / "1/test/origin/100_02.jpg").size == (8, 8) and (out / "2/test/origin/100_02.jpg").is_file()
+    assert sorted(p.name for p in (out / "6/test/groundtruth").iterdir()) == ["100_03.png"]  # black is no class
+    assert not (out / "1/test/groundtruth/100_01.png").exists()  # dropped: rarest colour 1/64 < 0.048
+
+    # rerun: everything recorded is skipped; an image interrupted before its record is redone
+    written = out / "4/test/origin/200_55.jpg"
+    stamp = (out / "1/test/origin/100_02.jpg").stat().st_mtime_ns
+    (out / ".prep" / "200.json").unlink()
+    written.unlink()
+    assert run_deepglobe(tmp_path / "src", root) == 0
+    assert written.is_file() and (out / "1/test/origin/100_02.jpg").stat().st_mtime_ns == stamp
+    assert json.loads((out / "counts.json").read_text())["kept_tiles"] == 3
+    assert run_deepglobe(tmp_path / "src", root, "--min-share", "0.01") == 1
+    assert "written with other parameters" in capsys.readouterr().err
+
+
+def test_deepglobe_tile_rules_and_errors(tmp_path, capsys):
+    assert [deepglobe.tile_bounds(50, k) for k in range(6)] == [(0, 8), (8, 16), (16, 25), (25, 33), (33, 41), (41, 50)]
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="more than 256 colours.*--many-colours drop"):
+        deepglobe.tile_decision(noisy, 400, 0.048, "error", "t")
+    assert deepglobe.tile_decision(noisy, 400, 0.048, "drop", "t") == "many-colours"
+    (tmp_path / "src").mkdir()
+    Image.new("RGB", (12, 12)).save(tmp_path / "src" / "7_sat.jpg")
+    assert run_deepglobe(tmp_path / "src", tmp_path / "data") == 1
+    assert f"its mask {tmp_path / 'src' / '7_mask.png'} is missing" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------
+# ISIC
+# ------------------------------------------------------------------------------------------------
+def test_shipped_isic_table_counts():
+    table = isic.read_table(isic.SHIPPED_TABLE)
+    assert len(table) == 2594 and min(table) == "ISIC_0000000" and max(table) == "ISIC_0016072"
+    assert {c: list(table.values()).count(c) for c in set(table.values())} == {
+        "nevus": 1867, "melanoma": 519, "seborrheic_keratosis": 208}
+    assert list(dict.fromkeys(table.values())) == list(isic.ISIC_CONVENTIONS[isic.DEFAULT_CONVENTION])
+
+
+def test_isic_sorting_links_idempotent_and_unlisted_named(tmp_path, capsys):
+    root = tmp_path / "data"
+    flat = root / "ISIC" / "ISIC2018_Task1-2_Training_Input"
+    flat.mkdir(parents=True)
+    table = tmp_path / "table.csv"
+    rows = [("ISIC_0000001", "nevus"), ("ISIC_0000002", "melanoma"), ("ISIC_0000003", "nevus"),
+            ("ISIC_0000004", "seborrheic_keratosis")]
+    table.write_bytes(b"ID,Class\r\n" + b"".join(f"{i},{c}\r\n".encode() for i, c in rows))  # CRLF like PATNet's
+    for image_id, _ in rows + [("ISIC_0009999", None)]:
+        Image.new("RGB", (4, 4)).save(flat / f"{image_id}.jpg")
+    run = lambda *extra: isic.main(["--root", str(root), "--table", str(table), *extra])  # noqa: E731
+    assert run() == 1
+    assert "not in the class table" in (err := capsys.readouterr().err) and "ISIC_0009999" in err
+    assert run("--skip-unlisted") == 0
+    counts = json.loads((root / "ISIC" / "counts.json").read_text())
+    assert counts["per_folder"] == {"1 nevus": 2, "2 melanoma": 1, "3 seborrheic_keratosis": 1} and counts["links_made"] == 4
+    assert sorted(p.name for p in (flat / "1").iterdir()) == ["ISIC_0000001.jpg", "ISIC_0000003.jpg"]
+    assert (flat / "1" / "ISIC_0000001.jpg").is_symlink() and (flat / "1" / "ISIC_0000001.jpg").resolve() == (flat / "ISIC_0000001.jpg").resolve()
+    capsys.readouterr()
+    assert run("--skip-unlisted") == 0 and '"links_made": 0' in capsys.readouterr().out
+    assert run("--skip-unlisted", "--convention", "dr-adapter") == 0  # 1 seborrheic_keratosis, 2 nevus, 3 melanoma
+    assert sorted(p.name for p in (flat / "2").iterdir()) == ["ISIC_0000001.jpg", "ISIC_0000003.jpg"]
+    assert sorted(p.name for p in (flat / "1").iterdir()) == ["ISIC_0000004.jpg"]
+    (flat / "ISIC_0000002.jpg").unlink()
+    assert run("--skip-unlisted") == 1 and "ISIC_0000002.jpg" in capsys.readouterr().err
+    assert run("--skip-unlisted", "--allow-missing") == 0

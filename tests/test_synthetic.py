@@ -1,6 +1,9 @@
-"""hsnetlib.synthetic: determinism, the real FSS-1000 / VOC2012 layouts, split lists, the loaders reading it."""
+"""hsnetlib.synthetic: determinism, the real FSS-1000 / VOC2012 / COCO-20i / CD-FSS layouts, split lists, the
+loaders reading it."""
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,9 +13,10 @@ from PIL import Image
 
 from data_prep import synthetic as synthetic_cli
 from hsnetlib.data import build_dataset
-from hsnetlib.synthetic import SHIPPED_SPLITS, generate
+from hsnetlib.synthetic import LAYOUTS, SHIPPED_SPLITS, generate
 
-SMALL = {"fss": dict(n_classes=8, images_per_class=4, size=48), "pascal": dict(images_per_class=3, size=48)}
+SMALL = {"fss": dict(n_classes=8, images_per_class=4, size=48), "pascal": dict(images_per_class=3, size=48),
+         "coco": dict(images_per_class=2, size=32), **{k: dict(images_per_class=3, size=32) for k in ("deepglobe", "isic", "lung")}}
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
@@ -33,14 +37,14 @@ def pascal_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("layout", ["fss", "pascal"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_same_seed_same_bytes_other_seed_differs(tmp_path, layout):
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         generate(tmp_path / name, layout, seed=seed, **SMALL[layout])
     a, b, c = (tree_bytes(tmp_path / name) for name in "abc")
     assert a == b
-    assert len(a) > 20
-    jpgs = lambda tree: [v for k, v in tree.items() if k.endswith(".jpg")]
+    assert len(a) > 6
+    jpgs = lambda tree: [v for k, v in tree.items() if k.endswith(".jpg") or "CXR_png" in k]  # images
     assert jpgs(a) != jpgs(c)
     assert json.loads(a["synthetic.json"])["layouts"][layout]["seed"] == 5
 
@@ -163,3 +167,55 @@ def test_cli_writes_both_layouts(tmp_path, capsys):
     assert record["layouts"]["fss"]["params"]["n_classes"] == 6 and record["layouts"]["pascal"]["params"]["n_classes"] == 20
     assert synthetic_cli.main(["--root", str(tmp_path / "x"), "--layout", "pascal", "--n-classes", "6"]) == 2
     assert "n_classes" in capsys.readouterr().err
+
+
+# sha256 over the sorted (path, bytes) of the SMALL trees at seed 0: the notebooks' small model and the tests
+# depend on these exact images (pinned when COCO / CD-FSS layouts were added, output unchanged)
+PINNED = {
+    "fss": "e77a6493e99077f357895980f18028667dc6fbf8102e42b9d4856e6bb49b5c26",
+    "pascal": "18a4c0a2dbea923cbcd0c003d4346db736e8add13b6c0bc5fd2ff9a4beab4b83",
+}
+
+
+def tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for name, data in tree_bytes(root).items():
+        digest.update(name.encode() + b"\0" + data)
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("layout", sorted(PINNED))
+def test_fss_and_pascal_output_is_pinned(tmp_path, layout):
+    generate(tmp_path, layout, seed=0, **SMALL[layout])
+    assert tree_hash(tmp_path) == PINNED[layout]
+
+
+def test_coco_layout_rows_masks_and_loader(tmp_path):
+    manifest = generate(tmp_path, "coco", seed=0, **SMALL["coco"])
+    assert manifest["counts"]["images"] == 80 * 4 and manifest["folds"]["fold1"] == list(range(1, 80, 4))
+    for split in ("trn", "val"):
+        for fold in range(4):
+            with gzip.open(tmp_path / "splits/coco" / split / f"fold{fold}.tsv.gz", "rt") as f:
+                header, *rows = f.read().splitlines()
+            assert header.startswith("# class_id")
+            classes = {int(row.split("\t")[0]) for row in rows}
+            assert classes == ({c for c in range(80) if c % 4 == fold} if split == "val" else {c for c in range(80) if c % 4 != fold})
+            for row in rows[:5]:
+                cls, name = row.split("\t")
+                assert name.startswith("val2014/" if split == "val" else "train2014/")
+                mask = np.asarray(Image.open((tmp_path / "COCO2014/annotations" / name).with_suffix(".png")))
+                assert (mask == int(cls) + 1).mean() >= 0.01 and set(np.unique(mask)) <= {0, *range(1, 81)}
+    dataset = build_dataset("coco", tmp_path, 2, "test", 1, img_size=32, splits_dir=tmp_path / "splits")
+    assert len(dataset) == 1000 and dataset[0]["query_mask"].shape == (32, 32)
+
+
+def test_cdfss_layouts_are_read_by_their_loaders(tmp_path):
+    for layout in ("deepglobe", "isic", "lung"):
+        generate(tmp_path, layout, seed=0, **SMALL[layout])
+        dataset = build_dataset(layout, tmp_path, 0, "test", 1, img_size=32)
+        assert len(dataset) == 600 and all(len(v) == 3 for v in dataset.index.candidates.values())
+        assert dataset[1]["query_mask"].sum() > 0
+    masks = sorted(p.name for p in (tmp_path / "LungSegmentation/masks").iterdir())
+    assert masks == ["CHNCXR_0001_0_mask.png", "CHNCXR_0003_0_mask.png", "MCUCXR_0002_0.png"]  # both naming styles
+    assert Image.open(tmp_path / "LungSegmentation/CXR_png/MCUCXR_0002_0.png").mode == "L"
+    assert Image.open(tmp_path / "Deepglobe/1/test/groundtruth" / next((tmp_path / "Deepglobe/1/test/groundtruth").iterdir()).name).mode == "RGB"
