@@ -138,18 +138,13 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segment one's own query images given annotated support images",
-                       description="Segment query images with K support (image, mask) pairs. Masks are greyscale, "
-                                   "foreground >= 128 (e.g. 0/255 PNG). Writes STEM_mask.png (0/255) and "
-                                   "STEM_overlay.png per query, at the query's original size.")
-    _add_eval_options(p)
-    p.add_argument("--support", nargs="+", action="extend", required=True, metavar="IMG MASK",
-                   help="support image and mask pairs: --support IMG MASK [IMG MASK ...] (repeatable)")
-    p.add_argument("--query", nargs="+", action="extend", required=True, metavar="IMG", help="query images")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    from hsnetlib import predict
+
+    p = sub.add_parser("predict", help="segment one's own query images given annotated support images (one or "
+                                       "several classes)")
+    predict.add_arguments(p)
     _add_common(p)
-    p.set_defaults(func=run_predict, parser=p)
+    p.set_defaults(func=predict.run_cli, parser=p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,20 +223,6 @@ def visualize(model, dataset, out_dir: Path, n: int, device) -> None:
                                       item["support_masks"][None].to(device))[0]
         name = dataset.class_names[item["class_id"]].replace("/", "_").replace(" ", "_")
         episode_panel(item, pred).save(out_dir / f"episode{idx:04d}_{name}.png")
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    from hsnetlib.predict import load_model, predict
-
-    if len(args.support) % 2:
-        args.parser.error(f"--support takes IMG MASK pairs; got {len(args.support)} paths")
-    pairs = list(zip(args.support[0::2], args.support[1::2]))
-    model = load_model(args.load, backbone=args.backbone)
-    records = predict(model, pairs, args.query, args.out, img_size=args.img_size,
-                      device=getattr(args, "device", None), progress=args.progress)
-    for r in records:
-        print(f"{r['query']}: foreground {100 * r['foreground']:.1f}% -> {r['mask']}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

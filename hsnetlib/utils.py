@@ -70,6 +70,23 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write bytes (or UTF-8 text) to a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy's legacy global generator and torch (all devices)."""
     random.seed(seed)
