@@ -110,13 +110,13 @@ class Session:
                 if self.supports[k] is not None and self.masks[k] is not None and bool(self.masks[k].any())]
 
     # -- cached computation ----------------------------------------------------------------------------------
-    def _autocast(self):
+    def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _image_taps(self, image: torch.Tensor) -> tuple[str, list[torch.Tensor]]:
         key = _key(image)
         if key not in self._taps:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self.autocast():
                 self._taps[key] = self.model.extract_taps(image[None].to(self.device))
             self.backbone_passes += 1
         return key, self._taps[key]
@@ -126,7 +126,7 @@ class Session:
             raise ValueError("no query image: set one first")
         key, taps = self._image_taps(self.query)
         if key not in self._query_feats:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self.autocast():
                 self._query_feats[key] = self.model.correlation.query_features(taps)
         return key, taps, self._query_feats[key]
 
@@ -139,7 +139,7 @@ class Session:
         support_key, support_taps = self._image_taps(self.supports[k])
         key = (query_key, support_key, _key(self.masks[k]))
         if key not in self._logits:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self.autocast():
                 logits = episode_logits(self.model, query_taps, query_feats, support_taps, self._support_mask(k))
             self._logits[key] = upsample(logits, (self.img_size, self.img_size))
         return self._logits[key]
@@ -162,7 +162,7 @@ class Session:
         _, support_taps = self._image_taps(self.supports[k])
         mask = self._support_mask(k) if self.masks[k] is not None else torch.ones(
             1, self.img_size, self.img_size, device=self.device)
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             support_feats = self.model.correlation.support_features(support_taps, mask)
             pyramid = self.model.correlation(query_feats, support_feats, self.model._sizes(query_taps))
         return [pyramid[p].float() for p in self.levels()]

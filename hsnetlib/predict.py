@@ -145,8 +145,9 @@ def episode_logits(model: HSNet, query_taps: list[torch.Tensor], query_feats: di
 
 
 def upsample(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Learner logits to the output size, as :meth:`HSNet.predict_mask` resizes them (bilinear, corners aligned)."""
-    return F.interpolate(logits.float(), tuple(size), mode="bilinear", align_corners=True)
+    """Learner logits to the output size, as :meth:`HSNet.predict_mask` resizes them (bilinear, corners aligned, in
+    the logits' precision), as float."""
+    return F.interpolate(logits, tuple(size), mode="bilinear", align_corners=True).float()
 
 
 def class_decision(logits: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
