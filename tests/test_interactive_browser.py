@@ -1,6 +1,7 @@
 """notebooks/12_interactive.ipynb in a real browser: JupyterLab in Debian's Chromium (Playwright), Run All, a
 brush stroke on support 1's canvas with mouse events until the prediction image changes, a click on the query
-until the slice figure changes. Screenshots of every step are kept in the test's tmp dir (printed) when it fails.
+until the slice figure changes. Screenshots of every step are kept in the test's tmp dir (printed) when it fails;
+the last one, the widget alone, is the README's docs/interactive.png.
 
 Fast: 64 px inputs and an injected checkpoint (a randomly initialised model whose last decoder bias is set so
 that about half of an episode's pixels are foreground, so that a new mask visibly changes the prediction; the
@@ -58,10 +59,11 @@ class Steps:
     def __init__(self, page, folder: Path):
         self.page, self.folder, self.taken = page, folder, []
 
-    def shot(self, name: str) -> Path:
+    def shot(self, name: str, element=None) -> Path:
+        """The page (or one element of it) as STEP_name.png."""
         path = self.folder / f"{len(self.taken) + 1:02d}_{name}.png"
         with contextlib.suppress(Exception):
-            self.page.screenshot(path=str(path), full_page=True)
+            (element or self.page).screenshot(path=str(path))
             self.taken.append(path)
         return path
 
@@ -93,6 +95,7 @@ def wait_for_change(page, selector: str, before: str) -> None:
 def test_draw_a_mask_and_click_the_query(page, jupyterlab, tmp_path):
     _, _, served = jupyterlab
     prepare(served, tmp_path)
+    page.set_viewport_size({"width": 1400, "height": 1500})  # the whole widget in view
     with Steps(page, tmp_path).recorded() as steps:
         _, saved = run_all_cells(page, jupyterlab, NOTEBOOK)
         errors = error_outputs(saved.cells)
@@ -118,3 +121,5 @@ def test_draw_a_mask_and_click_the_query(page, jupyterlab, tmp_path):
         query.click(position={"x": 0.2 * query.bounding_box()["width"], "y": 0.3 * query.bounding_box()["height"]})
         wait_for_change(page, slices, slices_before)
         steps.shot("query_click")
+        widget = page.locator(".jp-OutputArea-output", has=page.locator(".hsnet-query")).first
+        steps.shot("widget", widget)  # the README's screenshot (docs/interactive.png)
