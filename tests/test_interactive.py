@@ -83,8 +83,11 @@ def test_bf16_masks_agree_with_fp32(model, pairs):
 
 def test_session_errors(model):
     session = interactive.Session(model, SIZE, device="cpu", bf16=False)
+    with pytest.raises(ValueError, match="support 1 has no image"):
+        session.hypercorrelation(0)
+    session.set_support(0, Image.new("RGB", (40, 40)))
     with pytest.raises(ValueError, match="no query image"):
-        session.predict() if session.set_support(0, Image.new("RGB", (40, 40))) else session.hypercorrelation(0)
+        session.hypercorrelation(0)
     with pytest.raises(ValueError, match="support index 5"):
         session.set_support(5, None)
     with pytest.raises(ValueError, match="img_size must be an integer >= 32"):
