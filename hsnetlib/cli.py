@@ -139,7 +139,8 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="segment one's own query images given annotated support images")
+    p = sub.add_parser("predict", help="segment one's own query images given annotated support images (one or "
+                                       "several classes)")
     predict.add_arguments(p)
     _add_common(p)
     p.set_defaults(func=predict.run_cli, parser=p)

@@ -343,7 +343,11 @@ class HSNet(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HSNet:
         """A model written by :meth:`save` (or a training checkpoint holding one)."""
-        payload = load_checkpoint(path, map_location=map_location)
+        return cls.from_payload(load_checkpoint(path, map_location=map_location), path)
+
+    @classmethod
+    def from_payload(cls, payload: Any, path: str | os.PathLike) -> HSNet:
+        """:meth:`load` from the checkpoint's already read contents (`path` names it in errors)."""
         if not (isinstance(payload, dict) and payload.get("format") == FORMAT):
             raise ValueError(f"{path} is not an hsnetlib checkpoint (no 'format': '{FORMAT}' entry); "
                              "for the authors' released best_model.pt use HSNet.from_official_checkpoint")
@@ -363,7 +367,11 @@ class HSNet(nn.Module):
         """
         if backbone is not None:
             backbone_spec(backbone)
-        state = load_checkpoint(path, map_location=map_location)
+        return cls.from_official_state(load_checkpoint(path, map_location=map_location), path, backbone)
+
+    @classmethod
+    def from_official_state(cls, state: Any, path: str | os.PathLike, backbone: str | None = None) -> HSNet:
+        """:meth:`from_official_checkpoint` from the checkpoint's already read contents."""
         if isinstance(state, dict) and state.get("format") == FORMAT:
             raise ValueError(f"{path} is an hsnetlib checkpoint; load it with HSNet.load")
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

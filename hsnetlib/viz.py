@@ -1,10 +1,14 @@
 """Plotting helpers shared by the notebooks (matplotlib).
 
-* :func:`overlay` / :func:`show_mask`: an image with a mask drawn over it.
+* :func:`denormalize`: a normalized input tensor back to RGB; :func:`overlay` (one mask) and
+  :func:`label_overlay` (a label map) tint any image -- input tensor, PIL image or array -- and
+  :func:`to_pil` / :func:`legend_panel` turn the result into a PIL image (with a class legend);
+  :func:`show_mask` draws an overlay with the mask's outline on a matplotlib axis.
 * :func:`plot_episode`: supports with their masks, the query with its ground truth, and predictions
   side by side (e.g. 1-shot beside 5-shot, as in the paper's Fig. A12).
-* :func:`correlation_slices`: for a query position, the 2D slice of every layer's 4D correlation over
-  the support image, per pyramid level; and the other direction (a support position over the query).
+* :func:`correlation_slice`: for a query position, the 2D slice of every layer's 4D correlation over
+  the support image, per pyramid level; or the other direction (a support position over the query);
+  :func:`correlation_slices` draws both.
 * :func:`squeezed_views`: what the encoder makes of the hypercorrelation: the squeezed tensor of each
   level, the mixed tensors and the context map, reduced to 2D maps over the query.
 * :func:`learning_curves`: loss and mIoU per epoch from a training history; :class:`LiveCurves` redraws
@@ -20,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from hsnetlib.data import IMAGENET_MEAN, IMAGENET_STD
 
@@ -28,22 +33,76 @@ GROUND_TRUTH = (0.2, 1.0, 0.3)
 SUPPORT = (0.2, 0.5, 1.0)
 
 
-def to_image(img: torch.Tensor) -> np.ndarray:
-    """A normalized (3, H, W) tensor -> (H, W, 3) RGB array in [0, 1]."""
+def denormalize(img: torch.Tensor) -> np.ndarray:
+    """A normalized (3, H, W) input tensor -> (H, W, 3) RGB array in [0, 1]."""
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (img.detach().cpu().float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def overlay(img: torch.Tensor, mask: torch.Tensor | None, color: Sequence[float] = FOREGROUND,
-            alpha: float = 0.3) -> np.ndarray:
-    """The image with `mask` (H, W; nonzero = on) tinted in `color`."""
-    rgb = to_image(img)
+def rgb_array(image) -> np.ndarray:
+    """Any image the helpers draw -- a normalized (3, H, W) input tensor, a PIL image, or an (H, W, 3) array
+    (uint8 0-255 or float 0-1) -- as a fresh (H, W, 3) float RGB array in [0, 1]."""
+    if isinstance(image, torch.Tensor):
+        return denormalize(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float64) / 255
+    array = np.asarray(image)
+    return array.astype(np.float64) / 255 if array.dtype == np.uint8 else array.astype(np.float64, copy=True)
+
+
+def to_pil(rgb: np.ndarray) -> Image.Image:
+    """An (H, W, 3) float RGB array in [0, 1] as an 8-bit PIL image."""
+    return Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
+
+
+def _numpy(mask) -> np.ndarray:
+    return mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+
+
+def overlay(image, mask, color: Sequence[float] = FOREGROUND, alpha: float = 0.3) -> np.ndarray:
+    """The image (see :func:`rgb_array`) with `mask` (H, W; > 0.5 = on; tensor or array, None = no mask) tinted
+    in `color` (RGB in [0, 1]): an (H, W, 3) float array in [0, 1] (:func:`to_pil` makes it a PIL image)."""
+    rgb = rgb_array(image)
     if mask is None:
         return rgb
-    on = mask.detach().cpu().numpy()[: rgb.shape[0], : rgb.shape[1]] > 0.5
-    rgb[on] = (1 - alpha) * rgb[on] + alpha * np.asarray(color)
+    on = _numpy(mask)[: rgb.shape[0], : rgb.shape[1]] > 0.5
+    rgb[on] = (1 - alpha) * rgb[on] + alpha * np.asarray(color, dtype=np.float64)
     return rgb
+
+
+def label_overlay(image, labels, colors: Sequence[Sequence[float]], alpha: float = 0.5) -> np.ndarray:
+    """The image with a label map (H, W; 0 = background, c = the c-th of `colors`) tinted class by class."""
+    labels = _numpy(labels)
+    rgb = rgb_array(image)
+    for c, color in enumerate(colors, 1):
+        rgb = overlay(rgb, labels == c, color, alpha)
+    return rgb
+
+
+def class_colors(n: int) -> list[tuple[float, float, float]]:
+    """`n` distinguishable colours (matplotlib's tab10, then tab20), one per class of a label map."""
+    palette = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("tab20").colors[1::2])
+    if n > len(palette):
+        raise ValueError(f"at most {len(palette)} classes can be told apart by colour, got {n}")
+    return [tuple(float(v) for v in palette[i]) for i in range(n)]
+
+
+def legend_panel(image: Image.Image, names: Sequence[str], colors: Sequence[Sequence[float]]) -> Image.Image:
+    """`image` with a legend strip below it: one colour swatch and class name per class (PIL only, so it can be
+    written without a figure)."""
+    from PIL import ImageDraw
+
+    row = 16
+    panel = Image.new("RGB", (image.width, image.height + row * (len(names) + 1)), "white")
+    panel.paste(image, (0, 0))
+    draw = ImageDraw.Draw(panel)
+    for i, (name, color) in enumerate([("background", (1.0, 1.0, 1.0))] + list(zip(names, colors))):
+        y = image.height + 2 + i * row
+        draw.rectangle((4, y, 4 + row - 4, y + row - 4), fill=tuple(int(round(255 * v)) for v in color),
+                       outline="black")
+        draw.text((row + 6, y), name, fill="black")
+    return panel
 
 
 def show_mask(ax, img: torch.Tensor, mask: torch.Tensor | None, title: str = "",
@@ -83,51 +142,59 @@ def _position(fraction: Sequence[float], size: Sequence[int]) -> tuple[int, int]
     return tuple(min(int(f * s), s - 1) for f, s in zip(fraction, size))
 
 
+DIRECTIONS = ("query -> support", "support -> query")
+
+
 def correlation_slices(pyramid: Sequence[torch.Tensor], levels: Sequence[int], query_img: torch.Tensor,
                        support_img: torch.Tensor, query_pos: Sequence[float], support_pos: Sequence[float],
                        max_layers: int = 6):
     """Two figures of 2D slices of the hypercorrelation pyramid (deepest level first, as returned by
     ``HSNet.hypercorrelation``; `levels` their pyramid levels, e.g. (3, 2, 1)) of one episode (batch 0):
+    :func:`correlation_slice` at the query position `query_pos` and at the support position `support_pos`."""
+    return [correlation_slice(pyramid, levels, query_img, support_img, pos, direction, max_layers)
+            for direction, pos in zip(DIRECTIONS, (query_pos, support_pos))]
 
-    * query -> support: for the query position `query_pos` (fractions (y, x)), C_l(x_q, :) over the
-      support for every layer l of every level (at most `max_layers` per level, evenly spaced);
-    * support -> query: for the support position `support_pos`, C_l(:, x_s) over the query.
+
+def correlation_slice(pyramid: Sequence[torch.Tensor], levels: Sequence[int], query_img: torch.Tensor,
+                      support_img: torch.Tensor, pos: Sequence[float], direction: str = DIRECTIONS[0],
+                      max_layers: int = 6):
+    """One figure, a row per pyramid level, a column per layer (at most `max_layers` per level, evenly spaced):
+
+    * "query -> support": for the query position `pos` (fractions (y, x)), C_l(x_q, :) over the support;
+    * "support -> query": for the support position `pos`, C_l(:, x_s) over the query.
     """
-    figures = []
-    for direction in ("query -> support", "support -> query"):
-        columns = max(min(c.shape[1], max_layers) for c in pyramid) + 1
-        fig, axes = plt.subplots(len(pyramid), columns, figsize=(1.9 * columns, 2.0 * len(pyramid)), squeeze=False)
-        for row, (corr, level) in enumerate(zip(pyramid, levels)):
-            _, layers, hq, wq, hs, ws = corr.shape
-            chosen = np.unique(np.linspace(0, layers - 1, min(layers, max_layers)).round().astype(int))
-            if direction == "query -> support":
-                y, x = _position(query_pos, (hq, wq))
-                image, pos, grid = query_img, (y, x), (hq, wq)
-                planes = corr[0, :, y, x]  # (L, Hs, Ws)
-                other = support_img
-            else:
-                y, x = _position(support_pos, (hs, ws))
-                image, pos, grid = support_img, (y, x), (hs, ws)
-                planes = corr[0, :, :, :, y, x]  # (L, Hq, Wq)
-                other = query_img
-            ax = axes[row, 0]
-            ax.imshow(to_image(image))
-            scale = np.array(image.shape[-2:]) / np.array(grid)
-            ax.plot((pos[1] + 0.5) * scale[1], (pos[0] + 0.5) * scale[0], "r+", markersize=12, markeredgewidth=2)
-            ax.set_title(f"level {level} ({grid[0]}x{grid[1]})", fontsize=8)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; choose one of {DIRECTIONS}")
+    columns = max(min(c.shape[1], max_layers) for c in pyramid) + 1
+    fig, axes = plt.subplots(len(pyramid), columns, figsize=(1.9 * columns, 2.0 * len(pyramid)), squeeze=False)
+    for row, (corr, level) in enumerate(zip(pyramid, levels)):
+        _, layers, hq, wq, hs, ws = corr.shape
+        chosen = np.unique(np.linspace(0, layers - 1, min(layers, max_layers)).round().astype(int))
+        if direction == DIRECTIONS[0]:
+            grid = (hq, wq)
+            y, x = _position(pos, grid)
+            image, other, planes = query_img, support_img, corr[0, :, y, x]  # (L, Hs, Ws)
+        else:
+            grid = (hs, ws)
+            y, x = _position(pos, grid)
+            image, other, planes = support_img, query_img, corr[0, :, :, :, y, x]  # (L, Hq, Wq)
+        ax = axes[row, 0]
+        ax.imshow(denormalize(image))
+        scale = np.array(image.shape[-2:]) / np.array(grid)
+        ax.plot((x + 0.5) * scale[1], (y + 0.5) * scale[0], "r+", markersize=12, markeredgewidth=2)
+        ax.set_title(f"level {level} ({grid[0]}x{grid[1]})", fontsize=8)
+        ax.axis("off")
+        for col in range(1, columns):
+            ax = axes[row, col]
             ax.axis("off")
-            for col in range(1, columns):
-                ax = axes[row, col]
-                ax.axis("off")
-                if col - 1 < len(chosen):
-                    layer = chosen[col - 1]
-                    ax.imshow(to_image(other), extent=(-0.5, planes.shape[-1] - 0.5, planes.shape[-2] - 0.5, -0.5))
-                    ax.imshow(planes[layer].detach().cpu().numpy(), cmap="magma", alpha=0.6, vmin=0)
-                    ax.set_title(f"layer {layer + 1}/{layers}", fontsize=7)
-        fig.suptitle(f"hypercorrelation slices, {direction}", fontsize=9)
-        fig.tight_layout()
-        figures.append(fig)
-    return figures
+            if col - 1 < len(chosen):
+                layer = chosen[col - 1]
+                ax.imshow(denormalize(other), extent=(-0.5, planes.shape[-1] - 0.5, planes.shape[-2] - 0.5, -0.5))
+                ax.imshow(planes[layer].detach().cpu().float().numpy(), cmap="magma", alpha=0.6, vmin=0)
+                ax.set_title(f"layer {layer + 1}/{layers}", fontsize=7)
+    fig.suptitle(f"hypercorrelation slices, {direction}", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def capture_learner(model, query_img: torch.Tensor, support_img: torch.Tensor, support_mask: torch.Tensor
@@ -158,7 +225,7 @@ def squeezed_views(captured: Mapping[str, torch.Tensor], query_img: torch.Tensor
         t = tensor[0]
         maps = t.mean(dim=(-2, -1)) if t.dim() == 5 else t  # (C, Hq, Wq)
         shape = "x".join(map(str, t.shape))
-        axes[row, 0].imshow(to_image(query_img))
+        axes[row, 0].imshow(denormalize(query_img))
         axes[row, 0].set_title(f"{name}\n({shape})", fontsize=7)
         panels = [("channel mean", maps.mean(0))] + [(f"channel {c}", maps[c]) for c in range(min(channels, len(maps)))]
         for col, (title, plane) in enumerate(panels, 1):

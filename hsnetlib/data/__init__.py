@@ -12,7 +12,7 @@
 from hsnetlib.data.base import (
     DATA_HELP, IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, RESIZE_MODES, SHIPPED_SPLITS, SPLITS, DatasetConfig,
     Episode, EpisodeIndex, Layout, Loaded, draw, draw_episode, image_to_tensor, load_class_split, mask_to_tensor,
-    natural_key, read_class_index_mask, read_grey_mask, read_rgb,
+    natural_key, open_image, read_class_index_mask, read_grey_mask, read_rgb,
 )
 from hsnetlib.data.cdfss import DEEPGLOBE_CLASSES, ISIC_CONVENTIONS, LUNG_MASK_POLICIES, DeepglobeLayout, IsicLayout, LungLayout
 from hsnetlib.data.dataset import FewShotDataset, build_dataset
@@ -25,7 +25,7 @@ from hsnetlib.data import benchmarks  # noqa: F401,E402  (registers the built-in
 __all__ = [
     "DATA_HELP", "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "RESIZE_MODES", "SHIPPED_SPLITS", "SPLITS",
     "DatasetConfig", "Episode", "EpisodeIndex", "Layout", "Loaded", "draw", "draw_episode", "image_to_tensor",
-    "load_class_split", "mask_to_tensor", "natural_key", "read_class_index_mask", "read_grey_mask", "read_rgb",
+    "load_class_split", "mask_to_tensor", "natural_key", "open_image", "read_class_index_mask", "read_grey_mask", "read_rgb",
     "DEEPGLOBE_CLASSES", "ISIC_CONVENTIONS", "LUNG_MASK_POLICIES", "DeepglobeLayout", "IsicLayout", "LungLayout",
     "FewShotDataset", "build_dataset", "COCO_CLASSES", "PASCAL_CLASSES", "CocoLayout", "FolderLayout", "FssLayout",
     "PascalLayout", "BenchmarkOption", "BenchmarkSpec", "ScoringOptions", "get_benchmark", "list_benchmarks",

@@ -103,7 +103,7 @@ def _require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _open(path: Path, mode: str | None) -> Image.Image:
+def open_image(path: Path, mode: str | None) -> Image.Image:
     """Open and fully decode an image (converted to `mode` if given), naming the file on failure.
     A 16-bit grey image converted to 8-bit modes is scaled (value / 257), not clipped to white."""
     if not path.is_file():
@@ -133,13 +133,13 @@ def _eight_bit(img: Image.Image, path: Path) -> Image.Image:
 
 def read_rgb(path: Path) -> Image.Image:
     """An image as PIL RGB."""
-    return _open(path, "RGB")
+    return open_image(path, "RGB")
 
 
 def read_class_index_mask(path: Path, nclass: int, boundary: bool) -> np.ndarray:
     """A single-channel class-index mask (H0, W0) uint8 with values in {0..nclass} (and 255 when
     `boundary`); any other value raises."""
-    img = _open(path, None)
+    img = open_image(path, None)
     if img.mode not in ("L", "P"):
         raise ValueError(f"mask {path} has mode {img.mode}: expected a single-channel class-index PNG (L or P)")
     label = np.asarray(img, dtype=np.uint8)
@@ -156,7 +156,7 @@ def read_class_index_mask(path: Path, nclass: int, boundary: bool) -> np.ndarray
 
 def read_grey_mask(path: Path) -> np.ndarray:
     """An FSS-style mask: grey (L, the luma of an RGB mask) >= 128 is foreground. (H0, W0) bool."""
-    return np.asarray(_open(path, "L")) >= 128
+    return np.asarray(open_image(path, "L")) >= 128
 
 
 def _check_same_size(image: Image.Image, label: np.ndarray, image_path: Path, mask_path: Path) -> None:
