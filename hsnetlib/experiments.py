@@ -26,13 +26,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from hsnetlib import predict, suite, synthetic
+from hsnetlib import predict, synthetic
 from hsnetlib.data import FewShotDataset, build_dataset
 from hsnetlib.evaluate import EvalResult, evaluate
 from hsnetlib.metrics import ratio
 from hsnetlib.model import HSNet
 from hsnetlib.profile import profile_model
-from hsnetlib.suite import resolve
+from hsnetlib.suite.paths import resolve
+from hsnetlib.suite.records import write_run_record
 from hsnetlib.train import TrainConfig, build_datasets, check_resumable, train
 
 # The synthetic benchmark the notebooks generate when `synthetic` is on and the root lacks it:
@@ -301,10 +302,10 @@ def results_fixture(runs_dir: str | Path, cache_dir: str | Path | None, episodes
     entry, _ = evaluate_model(model, data, 0, 1, NOTEBOOK_MODEL.img_size, episodes=episodes,
                               checkpoint=summary["best_checkpoint"])
     fixture = {"runs_dir": "", "fixture": str(runs_dir)}
-    suite.write_run_record(runs_dir / "train", "11_results.ipynb", fixture,
+    write_run_record(runs_dir / "train", "11_results.ipynb", fixture,
                            {"trainings": [training_entry(summary, data, 0, "main", "HSNet")]},
                            checkpoint=summary["best_checkpoint"], seed=NOTEBOOK_MODEL.seed)
-    suite.write_run_record(runs_dir / "evaluate", "11_results.ipynb", fixture, {"evaluations": [entry]},
+    write_run_record(runs_dir / "evaluate", "11_results.ipynb", fixture, {"evaluations": [entry]},
                            checkpoint=summary["best_checkpoint"], seed=0)
     return runs_dir
 
