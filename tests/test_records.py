@@ -10,7 +10,6 @@ import json
 
 import pytest
 
-from hsnetlib.suite import records
 from hsnetlib.suite.jsonfile import UnreadableFile
 from hsnetlib.suite.records import (EvaluationEntry, Paired, ProfileEntry, RecordError, RunRecord, Scores,
                                     TrainingEntry, read_record, read_records, write_record)
@@ -119,8 +118,3 @@ def test_read_records_skips_foreign_files_and_names_broken_ones(tmp_path):
         read_record(tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="no run record"):
         read_record(tmp_path / "missing")
-
-
-def test_unknown_study_lists_the_studies():
-    with pytest.raises(ValueError, match="choose one of"):
-        records.check_study("pyramids")
