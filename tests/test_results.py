@@ -515,7 +515,7 @@ def test_backbones_table_sits_beside_the_papers_resnet_rows(backbone_runs):
     assert r50[(1, "fold0")]["paper"] == 64.3 and r50[(1, "fold0")]["status"] == "no run"
     md = (out / "backbones.md").read_text()
     assert "| PASCAL-5i | resnet50 | HSNet | 400 | paper (not run here) | 64.3 |" in md
-    assert "| PASCAL-5i | convnext_base | HSNet | 400 | no run | – |" in md
+    assert "| PASCAL-5i | convnext_base | HSNet | – | no run | – |" in md
     assert "| COCO-20i | resnet101 | HSNet | 400 | paper (not run here) | 37.2 |" in md
     assert "| 384 | ours, 1000 episodes | 70.0 [69.0, 71.0] |" in md
     demo = md[md.index("**Synthetic demo**"):]

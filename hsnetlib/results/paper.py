@@ -146,7 +146,7 @@ TABLE2 = PaperTable(
         "resnet50": {"one": [36.3, 43.1, 38.7, 38.7, 39.2, 68.2], "five": [43.3, 51.3, 48.2, 45.0, 46.9, None]},
         "resnet101": {"one": [37.2, 44.1, 42.4, 41.3, 41.2, 69.1], "five": [45.9, 53.0, 51.8, 47.1, 49.5, None]},
     }),
-    notes="5-shot FB-IoU is missing from the paper's markdown transcription (see hsnetlib.paper.MISSING).",
+    notes="5-shot FB-IoU is missing from the paper's markdown transcription (see hsnetlib.results.paper.MISSING).",
 )
 
 TABLE3 = PaperTable(
@@ -160,7 +160,7 @@ TABLE3 = PaperTable(
         "resnet101": {"one": [86.5], "five": [None]},
     }),
     notes="FSS-1000 has one test split (240 classes): 'mean' is its mIoU. VGG16 and ResNet101 5-shot values "
-          "are missing from the paper's markdown transcription (see hsnetlib.paper.MISSING).",
+          "are missing from the paper's markdown transcription (see hsnetlib.results.paper.MISSING).",
 )
 
 TABLE4 = PaperTable(

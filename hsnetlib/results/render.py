@@ -82,7 +82,8 @@ def _line_rows(table: PaperTable, cells: pd.DataFrame, refs: dict[str, int]) -> 
     """The markdown rows of one line: paper, ours, Δ ours − paper, Δ vs the reference (paired); a line the
     table expects but nobody ran and the paper lacks reads "no run"."""
     first = cells.iloc[0]
-    img = f"{first['img_size']}" + (" (original size)" if first["original_size"] else "")
+    img = ("–" if pd.isna(first["img_size"]) else f"{int(first['img_size'])}") \
+        + (" (original size)" if first["original_size"] else "")
     head = [registries.benchmark(first["dataset"]).label if first["section"] != SYNTHETIC else first["dataset"],
             first["backbone"], first["method"], img]
     ran = (cells["status"] != NOT_RUN).any()
@@ -247,8 +248,9 @@ def readme(runs_dir: str | Path, data: dict[str, pd.DataFrame], tables: dict[str
         f"(`metrics.json`) under `{_relative(Path(runs_dir))}`: {len(runs)} run(s), code version(s) "
         f"{', '.join(versions) or 'none'}. Do not edit by hand: re-run the grid and this command.",
         "",
-        "Grids: `grids/demo.toml` (`make demo`: synthetic benchmark, CPU, small scale) and `grids/paper.toml` "
-        "(the paper's full protocol: real data, GPU). Each run folder (`runs/<grid>/<run>/`) holds the executed "
+        "Grids: `grids/demo.toml` (`make demo`: synthetic benchmark, CPU, small scale), `grids/paper.toml` "
+        "(the paper's full protocol: real data, GPU), `grids/backbones.toml` (HSNet with other backbones) and "
+        "`grids/cdfss.toml` (the cross-domain benchmark). Each run folder (`runs/<grid>/<run>/`) holds the executed "
         "notebook, `params.json` and `metrics.json` (parameters, seed, checkpoint sha256, code and library "
         "versions, device); [runs.csv](runs.csv) lists them all.",
         "",

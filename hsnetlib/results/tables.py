@@ -32,6 +32,7 @@ CSV_COLUMNS = (
     "paired_ci95_high", "status", "n_runs", "episodes", "curves", "runs",
 )
 NOT_RUN, MEASURED, NOT_CONVERGED = "no run", "measured", "not converged"
+PAPER_IMG_SIZE = 400  # the paper's input size (Sec. 5), the size of a published line; an expected line has none
 # The figure with the learning curves of each study's trainings (see :func:`curves_figure_name`).
 CURVE_FIGURES = {"finetune": "fig10", "block_layers": "fig9"}
 
@@ -273,7 +274,8 @@ def build_table(table: PaperTable, evals: pd.DataFrame, profiles: pd.DataFrame) 
     for index, paper in enumerate(table.rows):
         if index not in matched:
             line = {"section": PAPER, "dataset": paper.benchmark, "backbone": paper.backbone, "pretrained": True,
-                    "img_size": 400, "original_size": False, "row_value": paper.row_value}
+                    "img_size": PAPER_IMG_SIZE if paper.values else None, "original_size": False,
+                    "row_value": paper.row_value}
             cells = {key: _empty_cell() for key in cell_keys(table)}
             rows += _rows(table, line, index, _method(table, paper.row_value, paper), paper, cells, None)
     frame = pd.DataFrame(rows, columns=[*CSV_COLUMNS, "_row"])
