@@ -17,7 +17,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from hsnetlib import suite
+from hsnetlib.suite import cli, execute, runner, status
+from hsnetlib.suite.state import changed_parameters, read_state, update_state
+from hsnetlib.suite.grid import GridError, Resources, load_grid
+from hsnetlib.suite.paths import resolve
 
 GRIDS = sorted((Path(__file__).resolve().parent.parent / "grids").glob("*.toml"))
 
@@ -37,7 +40,6 @@ def test_expansion_formatting_and_defaults(tmp_path, notebooks):
     path = _grid(tmp_path, notebooks, '''
 [defaults]
 label = "dflt"
-unknown_to_the_notebook = 3   # defaults only reach notebooks that declare them
 
 [[run]]
 name = "r-{value}-{label}"
@@ -51,12 +53,12 @@ needs = ["r-{value}-x"]
 expand = { value = [2] }
 parameters = { label = "{grid_dir}/r-{value}-x" }
 ''')
-    grid = suite.load_grid(path, runs_dir=tmp_path / "runs")
+    grid = load_grid(path, runs_dir=tmp_path / "runs")
     assert [r.name for r in grid.runs] == ["r-1-x", "r-1-y", "r-2-x", "r-2-y", "after-2"]
     first, last = grid.runs[0], grid.runs[-1]
     assert first.parameters == {"label": "x", "value": 1, "out_dir": (tmp_path / "runs/toy/r-1-x").as_posix()}
     assert last.needs == ["r-2-x"] and last.parameters["label"] == (tmp_path / "runs/toy/r-2-x").as_posix()
-    assert "unknown_to_the_notebook" not in last.parameters
+    assert first.parameters["label"] == "x" and grid.runs[1].parameters["label"] == "y"
 
 
 @pytest.mark.parametrize("body, message", [
@@ -75,13 +77,13 @@ parameters = { label = "{grid_dir}/r-{value}-x" }
 ])
 def test_bad_grids_are_refused_before_anything_runs(tmp_path, notebooks, body, message):
     path = _grid(tmp_path, notebooks, body)
-    with pytest.raises(suite.GridError, match=message) as err:
-        suite.load_grid(path, runs_dir=tmp_path / "runs")
+    with pytest.raises(GridError, match=message) as err:
+        load_grid(path, runs_dir=tmp_path / "runs")
     assert str(path) in str(err.value) or "cannot format" in message
 
 
 def test_resources_defaults_and_per_run_overrides(tmp_path, notebooks):
-    grid = suite.load_grid(_grid(tmp_path, notebooks, '''
+    grid = load_grid(_grid(tmp_path, notebooks, '''
 [resources]
 gpus = 1
 time = 60
@@ -98,21 +100,21 @@ name = "small"
 notebook = "toy.ipynb"
 '''), runs_dir=tmp_path / "runs")
     big, small = grid.runs
-    assert big.resources == suite.Resources(gpus=4, cpus=32, mem_gb=200, time=2880, partition="gpu",
+    assert big.resources == Resources(gpus=4, cpus=32, mem_gb=200, time=2880, partition="gpu",
                                             sbatch={"exclusive": True, "comment": "train"})
-    assert small.resources == suite.Resources(gpus=1, time=60, partition="gpu",
+    assert small.resources == Resources(gpus=1, time=60, partition="gpu",
                                               sbatch={"exclusive": True, "comment": "hsnet"})
 
 
 @pytest.mark.parametrize("path", GRIDS, ids=[p.stem for p in GRIDS])
 def test_shipped_grids_load_and_expand(path, tmp_path):
     """A typo in a shipped grid (a parameter, a key, a resource, a need) fails here."""
-    grid = suite.load_grid(path, runs_dir=tmp_path)
+    grid = load_grid(path, runs_dir=tmp_path)
     names = [r.name for r in grid.runs]
     assert grid.runs and len(set(names)) == len(names)
     for run in grid.runs:
         assert run.parameters["out_dir"] == (tmp_path / grid.name / run.name).as_posix()
-        assert set(run.needs) <= set(names) and isinstance(run.resources, suite.Resources)
+        assert set(run.needs) <= set(names) and isinstance(run.resources, Resources)
 
 
 def _outcomes(runs_dir, grid="toy"):
@@ -137,7 +139,7 @@ notebook = "toy.ipynb"
 parameters = { value = 7 }
 """)
     runs = tmp_path / "runs"
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
     out = capsys.readouterr().out
     summary = _outcomes(runs)
     assert summary["status"].to_dict() == {"bad": "failed", "blocked": "blocked", "ok": "done"}
@@ -149,7 +151,7 @@ parameters = { value = 7 }
     assert errors and errors[0].ename == "RuntimeError" and not (runs / "toy" / "bad" / "metrics.json").exists()
     record = json.loads((runs / "toy" / "ok" / "metrics.json").read_text())
     assert record["parameters"] == {"value": 7, "label": "a"} and record["summary"] == {"value": 7}
-    state = suite.read_state(runs / "toy" / "ok")
+    state = read_state(runs / "toy" / "ok")
     assert state["status"] == "done" and state["attempt"] == 1 and state["executor"] == "local"
     assert state["parameters"]["value"] == 7 and state["host"] == os.uname().nodename
 
@@ -158,18 +160,18 @@ parameters = { value = 7 }
     metrics = runs / "toy" / "ok" / "metrics.json"
     metrics.write_text(json.dumps({**record, "marker": "left by the test"}))
     marked = metrics.read_bytes()
-    outcomes = suite.run_grid(suite.load_grid(path, runs), runs, only="ok")
+    outcomes = runner.run_grid(load_grid(path, runs), runs, only="ok")
     assert [(o.run, o.status) for o in outcomes] == [("ok", "skipped")]
     assert metrics.read_bytes() == marked
     (runs / "toy" / "ok" / "leftover.txt").write_text("from an earlier attempt")
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--only", "o*", "--force"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--only", "o*", "--force"]) == 0
     rewritten = json.loads(metrics.read_text())
     assert "marker" not in rewritten and rewritten["summary"] == {"value": 7}
     assert not (runs / "toy" / "ok" / "leftover.txt").exists()
 
     # status: every run with its state, from the state files
     capsys.readouterr()
-    assert suite.main(["status", str(path), "--runs-dir", str(runs)]) == 0
+    assert cli.main(["status", str(path), "--runs-dir", str(runs)]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:4]}
     assert "failed" in rows["bad"] and "RuntimeError: boom on purpose" in rows["bad"]
     assert "blocked" in rows["blocked"] and "needs bad" in rows["blocked"]
@@ -179,13 +181,13 @@ parameters = { value = 7 }
 def test_changed_configuration_is_reported_not_mixed(tmp_path, notebooks):
     body = '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\nparameters = {{ value = {} }}\n'
     runs = tmp_path / "runs"
-    assert suite.main(["run", str(_grid(tmp_path, notebooks, body.format(1))), "--runs-dir", str(runs)]) == 0
+    assert cli.main(["run", str(_grid(tmp_path, notebooks, body.format(1))), "--runs-dir", str(runs)]) == 0
     path = _grid(tmp_path, notebooks, body.format(2))
-    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 1
+    assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 1
     detail = _outcomes(runs).loc["r", "detail"]
     assert "configuration changed" in detail and "value (was 1, now 2)" in detail and "--force" in detail
     assert json.loads((runs / "toy" / "r" / "metrics.json").read_text())["summary"] == {"value": 1}
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--force"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--force"]) == 0
     assert json.loads((runs / "toy" / "r" / "metrics.json").read_text())["summary"] == {"value": 2}
 
 
@@ -202,15 +204,15 @@ notebook = "toy.ipynb"
 parameters = { outcome = "die" }
 """)
     runs = tmp_path / "runs"
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
     summary = _outcomes(runs)
     assert summary["status"].to_dict() == {"silent": "failed", "dies": "failed"}
-    assert summary.loc["silent", "detail"] == "the notebook finished without writing metrics.json"
+    assert summary.loc["silent", "detail"] == "the notebook finished without writing a readable metrics.json"
     assert summary.loc["dies", "detail"].startswith("DeadKernelError")
-    assert suite.read_state(runs / "toy" / "dies")["status"] == "failed"
-    monkeypatch.setattr(suite, "KERNEL_NAME", "no-such-kernel")
+    assert read_state(runs / "toy" / "dies")["status"] == "failed"
+    monkeypatch.setattr(execute, "KERNEL_NAME", "no-such-kernel")
     capsys.readouterr()
-    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 2
+    assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 2
     assert "the Jupyter kernel 'no-such-kernel' is not installed" in capsys.readouterr().err
 
 
@@ -236,7 +238,7 @@ name = "c"
 notebook = "toy.ipynb"
 needs = ["a", "b"]
 """)
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
     records = {n: json.loads((runs / "toy" / n / "metrics.json").read_text()) for n in "abc"}
     a, b, c = records["a"], records["b"], records["c"]
     assert max(a["started"], b["started"]) < min(a["finished"], b["finished"])  # they overlapped
@@ -256,7 +258,7 @@ notebook = "train.ipynb"
 resources = {{ gpus = 2 }}
 parameters = {{ data_root = "{tiny_voc}", epochs = 1 }}
 """)
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
     run_dir = runs / "toy" / "train"
     assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
     assert (run_dir / "rank1" / "train.ipynb").is_file() and not (run_dir / "rank1" / "metrics.json").exists()
@@ -290,58 +292,31 @@ parameters = {{ data_root = "{tiny_voc}", epochs = 4 }}
     out = first.communicate(timeout=120)[0]
     assert first.returncode == 1, out
     assert "interrupted" in out
-    state = suite.read_state(run_dir)
+    state = read_state(run_dir)
     assert state["status"] == "failed" and state["detail"].startswith("interrupted")
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "params.json").exists()
     interrupted_at = len(epochs_of(run_dir))
     assert 1 <= interrupted_at < 4
 
-    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 0
     env = json.loads((run_dir / "env.json").read_text())
     assert [r["epoch"] for r in env["resumes"]] == [interrupted_at]
-    assert suite.read_state(run_dir)["attempt"] == 2
+    assert read_state(run_dir)["attempt"] == 2
     resumed = epochs_of(run_dir)
     assert len(resumed) == len(reference_training) == 4
     for row, reference in zip(resumed, reference_training):
         assert row == pytest.approx(reference, rel=1e-6)
 
 
-def test_write_run_record_provenance(tmp_path, monkeypatch):
-    monkeypatch.setenv("SLURM_JOB_ID", "42")
-    monkeypatch.setenv("SLURMD_NODENAME", "node7")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    checkpoint = tmp_path / "model.pt"
-    checkpoint.write_bytes(b"weights" * 100)
-    path = suite.write_run_record(tmp_path / "run", "02_evaluate.ipynb", {"fold": 1, "pyramid": (2, 3)},
-                                  {"summary": {"miou": float("nan")}, "evaluations": []}, checkpoint=checkpoint,
-                                  seed=5)
-    record = json.loads(path.read_text())
-    assert record["checkpoint"]["sha256"] == hashlib.sha256(b"weights" * 100).hexdigest()
-    assert record["seed"] == 5 and record["parameters"] == {"fold": 1, "pyramid": [2, 3]}
-    assert record["summary"] == {"miou": None}  # NaN is not JSON
-    assert {"code_version", "torch", "torchvision", "numpy", "device", "written_at"} <= set(record["provenance"])
-    where = {k: record["provenance"][k] for k in ("host", "slurm_job_id", "node", "cuda_visible_devices", "gpus")}
-    assert where == {"host": os.uname().nodename, "slurm_job_id": "42", "node": "node7", "cuda_visible_devices": "",
-                     "gpus": []}
-    params = json.loads((tmp_path / "run" / "params.json").read_text())
-    assert params == {"notebook": "02_evaluate.ipynb", "parameters": {"fold": 1, "pyramid": [2, 3]}, "seed": 5}
-    with pytest.raises(ValueError, match="reserved"):
-        suite.write_run_record(tmp_path / "run", "x.ipynb", {}, {"seed": 1})
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        suite.write_run_record(tmp_path / "run", "x.ipynb", {}, {}, checkpoint=tmp_path / "none.pt")
-    monkeypatch.setenv("RANK", "1")  # other ranks of a multi-GPU run record nothing
-    suite.write_run_record(tmp_path / "rank1", "x.ipynb", {}, {})
-    assert not (tmp_path / "rank1").exists()
-
 
 def test_relative_runs_dir_gives_the_parameters_a_rerun_compares_with(tmp_path, notebooks):
     """`make demo` passes no --runs-dir ("runs", relative); the executed run records the absolute folder. The
     grid must expand to the same parameters either way, or a finished run reads as "configuration changed"."""
     path = _grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\nparameters = { value = 1 }\n')
-    relative, absolute = suite.load_grid(path, "runs"), suite.load_grid(path, suite.resolve("runs"))
+    relative, absolute = load_grid(path, "runs"), load_grid(path, resolve("runs"))
     assert relative.runs[0].parameters == absolute.runs[0].parameters
     out_dir = Path(relative.runs[0].parameters["out_dir"])
-    assert out_dir.is_absolute() and out_dir == suite.resolve("runs") / "toy" / "r"
+    assert out_dir.is_absolute() and out_dir == resolve("runs") / "toy" / "r"
     state_dir = tmp_path / "r"
-    suite.update_state(state_dir, parameters=absolute.runs[0].parameters)
-    assert suite.changed_parameters(relative.runs[0], state_dir) == []
+    update_state(state_dir, parameters=absolute.runs[0].parameters)
+    assert changed_parameters(relative.runs[0], state_dir) == []

@@ -9,8 +9,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from hsnetlib import utils
-
 
 class UnreadableFile(ValueError):
     """A JSON file of the suite that cannot be read as what it should hold (the message names the file)."""
@@ -40,6 +38,8 @@ def disk_full(err: OSError, path: str | os.PathLike) -> OSError:
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write a text file atomically (a temporary file in the same folder, then a rename); a full disk is named."""
+    from hsnetlib import utils  # (imports torch; only when a file is written)
+
     path = Path(path)
     try:
         if hasattr(utils, "atomic_write"):
