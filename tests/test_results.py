@@ -503,8 +503,8 @@ def test_backbones_table_sits_beside_the_papers_resnet_rows(backbone_runs):
     frame = pd.read_csv(out / "backbones.csv")
     lines = list(dict.fromkeys(zip(frame["dataset"], frame["backbone"], frame["section"])))
     new = registries.new_backbones(set(paper.PAPER_BACKBONES))
-    assert new == ("swin_base_patch4_window12_384", "convnext_base", "vit_small_patch14_dinov2",
-                   "vit_base_patch14_dinov2", "vit_large_patch14_dinov2")
+    assert new[:5] == ("swin_base_patch4_window12_384", "convnext_base", "vit_small_patch14_dinov2",
+                       "vit_base_patch14_dinov2", "vit_large_patch14_dinov2")  # then any registered by other tests
     assert lines[:2 + len(new)] == [("pascal", b, tables.PAPER) for b in ("resnet50", "resnet101", *new)]
     assert ("coco", "vit_large_patch14_dinov2", tables.PAPER) in lines
     assert lines[-1] == ("synthetic-pascal", "vit_small_patch14_dinov2", tables.SYNTHETIC)

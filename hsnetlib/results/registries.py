@@ -15,7 +15,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from hsnetlib import data
 from hsnetlib.model import HSNetConfig
 
 # The backbone and its weights tell a table's lines apart; the other model options are the variant.
@@ -39,26 +38,38 @@ class Benchmark:
     paper_tables: tuple[str, ...]
 
 
-# Until ``hsnetlib.data.get_benchmark`` lands: the labels and published tables of the known benchmarks.
+# Until ``hsnetlib.data.get_benchmark`` lands (then: ``_registered = hsnetlib.data.get_benchmark``): the labels,
+# folds and published tables it registers.
 _INTERIM = {
-    "pascal": ("PASCAL-5i", ("table1", "table4", "tableA1", "tableA2", "tableA3", "tableA4", "backbones")),
-    "coco": ("COCO-20i", ("table2", "tableA2", "backbones")),
-    "fss": ("FSS-1000", ("table3", "cdfss")),
-    "pascal-all": ("PASCAL VOC (all 20 classes)", ("cdfss",)),
-    "deepglobe": ("Deepglobe", ("cdfss",)),
-    "isic": ("ISIC2018", ("cdfss",)),
-    "lung": ("Chest X-ray", ("cdfss",)),
+    "pascal": ("PASCAL-5i", 4, ("table1", "table4", "tableA1", "tableA2", "tableA3", "tableA4")),
+    "coco": ("COCO-20i", 4, ("table2", "tableA2")),
+    "fss": ("FSS-1000", 1, ("table3", "cdfss")),
+    "folder": ("own folder", 1, ()),
+    "pascal-all": ("PASCAL VOC (all 20 classes)", 1, ()),
+    "deepglobe": ("Deepglobe", 1, ("cdfss",)),
+    "isic": ("ISIC2018", 1, ("cdfss",)),
+    "lung": ("Chest X-ray", 1, ("cdfss",)),
 }
 
 
+def _registered(name: str) -> Benchmark:
+    if name not in _INTERIM:
+        raise ValueError(f"unknown benchmark {name!r}; registered: {', '.join(_INTERIM)}")
+    return Benchmark(name, *_INTERIM[name])
+
+
 def benchmark(name: str) -> Benchmark:
-    """The registered benchmark `name`; one the registry does not know (registered only in the process that ran
-    it) is labelled by its name, has no paper tables and takes its folds from its runs."""
-    label, tables = _INTERIM.get(name, (name, ()))
-    return Benchmark(name, label, data.NFOLDS.get(name, 1 if name in _INTERIM else None), tables)
+    """The registered benchmark `name` (its label, folds and paper tables: any reads as published numbers to
+    compare with); one the registry does not know (registered only in the process that ran it) is labelled by
+    its name, has no paper tables and takes its folds from its runs."""
+    try:
+        return _registered(name)
+    except ValueError:
+        return Benchmark(name, name, None, ())
 
 
-# Until the backbone registry (``hsnetlib.backbones.list_backbones``) lands: the names it registers (issue 15).
+# Until the backbone registry lands (then: ``hsnetlib.backbones.list_backbones()`` in new_backbones): the names it
+# registers (issue 15).
 _REGISTERED_BACKBONES = ("vgg16", "resnet50", "resnet101", "swin_base_patch4_window12_384", "convnext_base",
                          "vit_small_patch14_dinov2", "vit_base_patch14_dinov2", "vit_large_patch14_dinov2")
 

@@ -106,11 +106,11 @@ def _select(evals: pd.DataFrame, table: PaperTable) -> pd.DataFrame:
         keep = keep & ((evals["benchmark"] != "pascal") | (evals["ignore_label"] == table.ignore_label)).to_numpy()
     selected = evals[keep].copy()
     selected["row_value"] = selected[table.row_field] if table.row_field else None
-    synthetic = selected["dataset"].str.startswith("synthetic")
+    selected["section"] = [section_of(d, p) for d, p in zip(selected["dataset"], selected["pretrained"])]
     if table.layout == "targets":  # a line is one model on every target: named by its training data
+        synthetic = selected["dataset"].str.startswith("synthetic")
         selected["dataset"] = np.where(synthetic, "synthetic-" + selected["train_benchmark"],
                                        selected["train_benchmark"])
-    selected["section"] = [section_of(d, p) for d, p in zip(selected["dataset"], selected["pretrained"])]
     return selected
 
 
