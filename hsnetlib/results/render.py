@@ -11,7 +11,7 @@ import pandas as pd
 
 from hsnetlib.results import registries
 from hsnetlib.results.paper import COLUMN_LABELS, FIGURE_SOURCES, FIGURES_WITHOUT_NUMBERS, PaperTable
-from hsnetlib.results.tables import NOT_CONVERGED, NOT_RUN, OTHER, PAPER, SYNTHETIC, cell_keys
+from hsnetlib.results.tables import NOT_CONVERGED, NOT_RUN, OTHER, PAPER, SYNTHETIC, cell_keys, fold_label
 from hsnetlib.suite.paths import project_root
 
 SECTION_TEXT = {
@@ -28,9 +28,7 @@ def column_label(column: str) -> str:
     """A column's header: the paper's name, a fold, or (cross-domain table) the target benchmark's label."""
     if column in COLUMN_LABELS:
         return COLUMN_LABELS[column]
-    if column.startswith("fold") and column[4:].isdigit():
-        return f"fold {column[4:]}"
-    return registries.benchmark(column).label
+    return fold_label(column) or registries.benchmark(column).label
 
 
 def _number(value: float, column: str, decimals: int = 1) -> str:

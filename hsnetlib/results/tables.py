@@ -174,9 +174,9 @@ def _fold_cell(runs: pd.DataFrame, where: str) -> dict[str, Any]:
     return _average(parts, len(runs), str(episodes[0]), tuple(sorted(set(runs["run"]))))
 
 
-def render_column(column: str) -> str:
-    """"fold 0" for ``fold0``; a target benchmark's name as it is."""
-    return f"fold {column[4:]}" if column.startswith("fold") and column[4:].isdigit() else column
+def fold_label(column: str) -> str | None:
+    """"fold 0" for ``fold0``; None for a column that is no fold."""
+    return f"fold {column[4:]}" if column.startswith("fold") and column[4:].isdigit() else None
 
 
 def _parts(group: pd.DataFrame, table: PaperTable) -> list[tuple[str, pd.Series]]:
@@ -194,7 +194,7 @@ def _line_cells(group: pd.DataFrame, table: PaperTable, where: str) -> dict[tupl
     cells: dict[tuple[int, str], dict[str, Any]] = {}
     for shot in table.shots:
         parts = [(column, _fold_cell(group[rows & (group["nshot"] == shot)],
-                                     f"{where}, {shot}-shot {render_column(column)}"))
+                                     f"{where}, {shot}-shot {fold_label(column) or column}"))
                  for column, rows in _parts(group, table)]
         cells.update({(shot, column): cell for column, cell in parts})
         folds = [cell for _, cell in parts]
