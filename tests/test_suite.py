@@ -74,6 +74,14 @@ parameters = { label = "{grid_dir}/r-{value}-x" }
     ('[resources]\ntime = "2h"\n[[run]]\nname = "a"\nnotebook = "toy.ipynb"\n', r"\[resources\]: resources time='2h'"),
     ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nresources = { cpus = 0 }\n', "cpus=0 is not an integer >= 1"),
     ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nresources = { gpus = true }\n', "gpus=True is not an integer"),
+    ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nresources = { gpus = 3, nodes = 2 }\n', "do not divide over nodes=2"),
+    ('[defaults]\nvalue = "sixty-four"\n[[run]]\nname = "a"\nnotebook = "toy.ipynb"\n',
+     r"\[defaults\]: parameter value='sixty-four' is not a int, as notebook toy.ipynb declares"),
+    ('[defaults]\nvalu = 1\n[[run]]\nname = "a"\nnotebook = "toy.ipynb"\n', r"\[defaults\] 'valu' is a parameter of no notebook"),
+    ('[[run]]\nname = ".."\nnotebook = "toy.ipynb"\n', r"run name '\.\.' is not a plain folder name"),
+    ('[[run]]\nname = "/tmp/x"\nnotebook = "toy.ipynb"\n', "is not a plain folder name"),
+    ('[[run]]\nname = ""\nnotebook = "toy.ipynb"\n', "run name '' is not a plain folder name"),
+    ('[[run]]\nname = "a/{value}"\nnotebook = "toy.ipynb"\nexpand = { value = [1] }\n', "'a/1' is not a plain"),
 ])
 def test_bad_grids_are_refused_before_anything_runs(tmp_path, notebooks, body, message):
     path = _grid(tmp_path, notebooks, body)
@@ -320,3 +328,165 @@ def test_relative_runs_dir_gives_the_parameters_a_rerun_compares_with(tmp_path, 
     state_dir = tmp_path / "r"
     update_state(state_dir, parameters=absolute.runs[0].parameters)
     assert changed_parameters(relative.runs[0], state_dir) == []
+
+
+# -- issue 18: faults and bad inputs ---------------------------------------------------------------------
+def _suite(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m hsnetlib.suite ARGS` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "hsnetlib.suite", *args], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def test_force_validates_for_the_executor_before_clearing_and_user_errors_are_one_line(tmp_path, notebooks):
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n')
+    done = _suite("run", str(path), "--runs-dir", str(runs))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "without encryption" not in done.stdout + done.stderr  # the kernel's chatter goes to the run's log.txt
+    assert "start r (toy.ipynb)" in done.stdout and "[1/1] r: done" in done.stdout
+    record = (runs / "toy" / "r" / "metrics.json").read_bytes()
+    # Slurm needs a time limit: refused before --force clears anything; one line, exit 2, no traceback
+    refused = _suite("run", str(path), "--runs-dir", str(runs), "--executor", "slurm", "--force")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("error: ") and "no resources time" in refused.stderr
+    assert (runs / "toy" / "r" / "metrics.json").read_bytes() == record
+    for jobs in ("-1", "0"):
+        bad = _suite("run", str(path), "--runs-dir", str(runs), "--jobs", jobs)
+        assert bad.returncode == 2 and "at least 1 run at once" in bad.stderr and "Traceback" not in bad.stderr
+    missing = _suite("status", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: grid file {tmp_path / 'nope.toml'} does not exist"
+
+
+def test_unreadable_states_corrupt_records_and_stale_running_states(tmp_path, notebooks, capsys):
+    runs = tmp_path / "runs"
+    names = ("list", "bytes", "corrupt", "stale-pid", "stale-nopid")
+    path = _grid(tmp_path, notebooks, "".join(f'[[run]]\nname = "{n}"\nnotebook = "toy.ipynb"\n' for n in names))
+    folders = {n: runs / "toy" / n for n in names}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    (folders["list"] / "suite-state.json").write_text("[]")
+    (folders["bytes"] / "suite-state.json").write_bytes(os.urandom(64))
+    (folders["corrupt"] / "metrics.json").write_text('{"summary": {"value": 1')  # a truncated record: not done
+    parameters = {r.name: r.parameters for r in load_grid(path, runs).runs}
+    update_state(folders["stale-pid"], status="running", pid=os.getppid(), host=os.uname().nodename,  # a live pid,
+                 parameters=parameters["stale-pid"])                              # not the run's owner (no lock)
+    update_state(folders["stale-nopid"], status="running", parameters=parameters["stale-nopid"])
+
+    assert cli.main(["status", str(path), "--runs-dir", str(runs)]) == 0
+    out, err = capsys.readouterr()
+    rows = {line.split()[0]: line for line in out.splitlines()[1:6]}
+    assert "unknown" in rows["list"] and f"warning: {folders['list'] / 'suite-state.json'}: unreadable run state" in err
+    assert "unknown" in rows["bytes"] and "pending" in rows["corrupt"]
+    assert "failed" in rows["stale-pid"] and "interrupted" in rows["stale-nopid"]
+    assert cli.main(["status", str(path), "--runs-dir", str(runs), "--cancel"]) == 0
+    assert "cancelled 2 run(s): stale-pid stale-nopid" in capsys.readouterr().out
+    assert read_state(folders["stale-pid"])["status"] == "failed"
+
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
+    summary = _outcomes(runs)
+    assert summary["status"].to_dict() == {"list": "failed", "bytes": "failed", "corrupt": "done",
+                                           "stale-pid": "done", "stale-nopid": "done"}
+    assert str(folders["bytes"] / "suite-state.json") in summary.loc["bytes", "detail"]
+    assert "--force" in summary.loc["list", "detail"]
+    assert json.loads((folders["corrupt"] / "metrics.json").read_text())["summary"] == {"value": 1}
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--only", "list", "--force"]) == 0
+    assert read_state(folders["list"])["status"] == "done"
+
+
+def test_one_run_one_owner(tmp_path, notebooks):
+    """A run whose lock another process holds is not started again: not by a second `suite run` that finds it
+    running, nor by one that planned it just before (the executing process checks the lock)."""
+    from hsnetlib.suite.execute import execute as execute_run
+    from hsnetlib.suite.state import RunLock, lock_owner
+
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n')
+    grid = load_grid(path, runs)
+    out_dir = grid.runs[0].out_dir(grid.dir(runs))
+    with RunLock(out_dir) as lock:
+        assert lock.acquire() and not RunLock(out_dir).acquire()
+        assert lock_owner(out_dir) == f"{os.uname().nodename} {os.getpid()}"
+        outcome = execute_run(grid.runs[0], grid.dir(runs))
+        assert outcome.status == "running" and "already running" in outcome.detail
+        assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 0  # its process finds the lock held
+        assert _outcomes(runs).loc["r", "status"] == "running"
+        assert not (out_dir / "started").exists() and not (out_dir / "suite-state.json").exists()
+        update_state(out_dir, status="running", pid=os.getpid(), host=os.uname().nodename)
+        assert cli.main(["run", str(path), "--runs-dir", str(runs), "--force"]) == 0
+        assert "already running" in _outcomes(runs).loc["r", "detail"]
+    assert lock_owner(out_dir) is None  # released: the stale state no longer blocks
+    assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 0 and read_state(out_dir)["status"] == "done"
+
+
+def test_background_suite_stops_its_runs_on_sigterm(tmp_path, notebooks):
+    """Started from a script in the background (SIGINT ignored, inherited by the runs): SIGTERM stops the run
+    at once (no 60 s wait and SIGKILL), recorded as interrupted."""
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, f'[[run]]\nname = "w"\nnotebook = "toy.ipynb"\n'
+                                      f'parameters = {{ wait_for = "{tmp_path}/never" }}\n')
+    suite_run = subprocess.Popen([sys.executable, "-m", "hsnetlib.suite", "run", str(path), "--runs-dir", str(runs)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    while not (runs / "toy" / "w" / "started").exists():
+        assert suite_run.poll() is None and time.monotonic() < deadline, suite_run.communicate()[0]
+        time.sleep(0.1)
+    stopped = time.monotonic()
+    suite_run.send_signal(signal.SIGTERM)
+    out = suite_run.communicate(timeout=90)[0]
+    assert time.monotonic() - stopped < 40 and suite_run.returncode == 1, out
+    assert "code -9" not in out and "interrupted" in out
+    state = read_state(runs / "toy" / "w")
+    assert state["status"] == "failed" and state["detail"].startswith("interrupted")
+
+
+def test_unconverged_training_is_done_and_its_dependants_run(tmp_path, notebooks, capsys):
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, '[[run]]\nname = "train"\nnotebook = "toy.ipynb"\n'
+                 'parameters = { converged = false }\n[[run]]\nname = "evaluate"\nnotebook = "toy.ipynb"\n'
+                 'needs = ["train"]\n')
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 0
+    assert _outcomes(runs)["status"].to_dict() == {"train": "done", "evaluate": "done"}
+    capsys.readouterr()
+    assert cli.main(["status", str(path), "--runs-dir", str(runs)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:3]}
+    assert "done (not converged)" in rows["train"] and "not converged" not in rows["evaluate"]
+
+
+def test_full_disk_is_named_and_leaves_no_half_file(tmp_path, notebooks, monkeypatch):
+    import errno
+
+    from hsnetlib.suite import jsonfile
+    from hsnetlib.suite.execute import execute as execute_run
+
+    real_replace = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith(".ipynb"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(jsonfile.os, "replace", full)
+    with pytest.raises(OSError, match=f"no space left on device while writing {tmp_path / 'x.ipynb'}"):
+        jsonfile.write_text(tmp_path / "x.ipynb", "{}")
+    assert not list(tmp_path.iterdir())  # no temporary file left
+    runs = tmp_path / "runs"
+    grid = load_grid(_grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n'), runs)
+    outcome = execute_run(grid.runs[0], grid.dir(runs))
+    out_dir = grid.runs[0].out_dir(grid.dir(runs))
+    assert outcome.status == "failed" and "no space left on device while writing" in outcome.detail
+    assert str(out_dir / "toy.ipynb") in outcome.detail and not (out_dir / "toy.ipynb").exists()
+    assert read_state(out_dir)["status"] == "failed" and not (out_dir / "metrics.json").exists()
+
+
+def test_hand_off_and_multi_node_resources(tmp_path, notebooks):
+    """One hand-off file for both executors; G GPUs over N nodes: N nodes with G/N tasks and GPUs each."""
+    from hsnetlib.suite.execute import read_spec, write_spec
+    from hsnetlib.suite.slurm import sbatch_parameters
+
+    grid = load_grid(_grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n'
+                           'resources = { gpus = 8, nodes = 2, time = 60 }\n'), tmp_path / "runs")
+    run, grid_dir = grid.runs[0], grid.dir(tmp_path / "runs")
+    assert read_spec(write_spec(run, grid_dir, "slurm").parent) == (run, grid_dir, "slurm")
+    params = sbatch_parameters(run, grid, [])
+    assert (params["nodes"], params["ntasks_per_node"], params["gpus_per_node"]) == (2, 4, 4)

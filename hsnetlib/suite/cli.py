@@ -114,6 +114,8 @@ def _status(grid: Grid, grid_dir: Path, only: str | None, cancel: bool) -> int:
     print(table.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.0f}s",
                           formatters={"detail": lambda d: d[:80]}))
     print("\n" + ", ".join(f"{n} {s}" for s, n in table["status"].value_counts().items()))
+    for detail in table.loc[table["status"] == "unknown", "detail"]:  # in full: it names the file
+        print(f"warning: {detail}", file=sys.stderr)
     return 0
 
 

@@ -124,11 +124,13 @@ class _AtomicNotebookWrites:
 
 
 def _atomic_notebook_writes() -> None:
+    """papermill writes local notebooks with its "local" handler (the last one registered under that scheme:
+    its registry is LIFO, so the entry is wrapped in place)."""
     from papermill.iorw import papermill_io
 
-    local = papermill_io.get_handler("executed.ipynb")
-    if not isinstance(local, _AtomicNotebookWrites):
-        papermill_io.register("local", _AtomicNotebookWrites(local))  # the last "local" handler is the one used
+    for i, (scheme, handler) in enumerate(papermill_io._handlers):
+        if scheme == "local" and not isinstance(handler, _AtomicNotebookWrites):
+            papermill_io._handlers[i] = (scheme, _AtomicNotebookWrites(handler))
 
 
 def _set_state(out_dir: Path, **changes: Any) -> str:

@@ -6,6 +6,7 @@ import errno
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,25 +38,21 @@ def disk_full(err: OSError, path: str | os.PathLike) -> OSError:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically (a temporary file in the same folder, then a rename); a full disk is named."""
-    from hsnetlib import utils  # (imports torch; only when a file is written)
+    """Write a text file atomically (a temporary file in the same folder, then a rename); a full disk is named.
 
+    Not hsnetlib.utils' writer: that module imports torch, and the suite's processes (and the kernels of
+    notebooks that only record) need none."""
     path = Path(path)
     try:
-        if hasattr(utils, "atomic_write"):
-            utils.atomic_write(path, text)
-        else:  # until hsnetlib.utils has its one atomic writer: the same steps here
-            import tempfile
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     except OSError as err:
         raise disk_full(err, path) from err
     return path
