@@ -171,3 +171,23 @@ parameters = {{ wait_for = "{tmp_path}/never" }}
     assert read_state(runs / "g" / "ok")["job_id"] in rows["ok"] and slurm.node in rows["ok"]
     _wait(lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip(),
           "the cancelled job is still in the queue", timeout=60)
+
+
+def test_multi_node_sbatch_script_passes_sbatch(slurm, tmp_path, suite_notebooks):
+    """The script submitit generates for a run of 2 nodes: sbatch --test-only accepts every option; on this
+    one-node cluster only the node count is refused, and with --nodes=1 the same script is accepted."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from hsnetlib.suite.slurm import sbatch_parameters
+
+    grid = load_grid(_grid(tmp_path, suite_notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n'
+                           'resources = { nodes = 2 }\n'), tmp_path / "runs")
+    params = sbatch_parameters(grid.runs[0], grid, [])
+    assert params["nodes"] == 2 and params["ntasks_per_node"] == 1
+    script = tmp_path / "job.sh"
+    script.write_text(_make_sbatch_string(command="true", folder=str(tmp_path / "slurm"), **params))
+    assert "#SBATCH --nodes=2" in script.read_text()
+    two = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)
+    assert two.returncode != 0 and "node" in two.stderr.lower(), two.stderr
+    one = subprocess.run(["sbatch", "--test-only", "--nodes=1", str(script)], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr

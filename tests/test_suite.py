@@ -490,3 +490,92 @@ def test_hand_off_and_multi_node_resources(tmp_path, notebooks):
     assert read_spec(write_spec(run, grid_dir, "slurm").parent) == (run, grid_dir, "slurm")
     params = sbatch_parameters(run, grid, [])
     assert (params["nodes"], params["ntasks_per_node"], params["gpus_per_node"]) == (2, 4, 4)
+
+
+TWO_NODE_TRAINING = '''import sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import TOY_TRAINING
+from hsnetlib.train import TrainConfig, train
+torch.set_num_threads(1)
+train(TrainConfig(**TOY_TRAINING, datapath={data!r}, splits_dir={splits!r}, epochs=1, run_dir={run_dir!r}))
+'''
+
+
+def test_torchrun_over_two_node_groups_trains_as_one_process(tmp_path, tiny_voc, reference_training, monkeypatch):
+    """What a 2-node Slurm job does, on this machine: torchrun --nnodes 2 (two node groups of one process each,
+    gloo, a localhost rendezvous) trains with the same global batch as one process, to the same metrics."""
+    import socket
+
+    from conftest import epochs_of
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    script = tmp_path / "train.py"
+    script.write_text(TWO_NODE_TRAINING.format(tests=str(Path(__file__).parent), data=str(tiny_voc),
+                                               splits=str(tiny_voc / "splits"), run_dir=str(tmp_path / "run")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                               f"--node-rank={rank}", "--master-addr=127.0.0.1", f"--master-port={port}", str(script)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["world_size"] == 2
+    (epoch,) = epochs_of(tmp_path / "run")
+    assert epoch == pytest.approx(reference_training[0], rel=1e-5)
+
+
+# -- smoke runs ----------------------------------------------------------------------------------------------
+PAPER = Path(__file__).resolve().parent.parent / "grids" / "paper.toml"
+
+
+def test_smoke_budget_representatives_and_unsmokable_benchmarks(tmp_path):
+    from hsnetlib import synthetic
+    from hsnetlib.suite import smoke
+
+    grid = load_grid(PAPER, smoke.runs_dir(tmp_path))
+    smoked = smoke.smoke_grid(grid)
+    grid_dir = tmp_path / "smoke" / "paper"
+    for before, run in zip(grid.runs, smoked.runs):
+        assert run.name == before.name and run.needs == before.needs
+        params = run.parameters
+        assert params.get("device", "cpu") == "cpu" and params.get("weights", "none") == "none"
+        assert params.get("img_size", 32) == 32 and params.get("epochs", 1) == 1
+        assert params.get("data_root", f"{tmp_path}/smoke/data") == f"{tmp_path.as_posix()}/smoke/data"
+        assert params.get("results_dir", f"{grid_dir.as_posix()}/results") == f"{grid_dir.as_posix()}/results"
+        assert Path(params["out_dir"]).parent == grid_dir
+        if "checkpoint" in params:  # the smoke's own trainings, never the real ones
+            assert params["checkpoint"].startswith(grid_dir.as_posix())
+    shown = {r.name: r.parameters["show_episodes"] for r in smoked.runs if r.notebook.startswith("10_")}
+    assert shown and all(v == [0] for v in shown.values())
+    names = smoke.representatives(smoked)
+    combos = {(r.notebook, r.parameters.get("benchmark"), json.dumps({k: r.parameters.get(k) for k in smoke.NOTABLE}))
+              for r in smoked.runs}
+    chosen = [r for r in smoked.runs if r.name in names]
+    assert {(r.notebook, r.parameters.get("benchmark"), json.dumps({k: r.parameters.get(k) for k in smoke.NOTABLE}))
+            for r in chosen} == combos
+    assert all(set(r.needs) <= set(names) for r in chosen) and len(names) < len(smoked.runs)
+    missing = smoke.unsmokable(smoked)
+    assert all(smoked.runs[[r.name for r in smoked.runs].index(n)].parameters["benchmark"] not in synthetic.LAYOUTS
+               for n in missing)
+    assert all("no synthetic" in why for why in missing.values())
+
+
+@pytest.mark.smoke
+def test_smoke_of_every_kind_of_paper_run(tmp_path):
+    """One run of every distinct (notebook, benchmark, notable option) combination of grids/paper.toml, with what
+    they need, executed for real at the smoke budget (`make smoke-test`; `make smoke` smokes the whole grid).
+    Runs whose benchmark has no synthetic layout yet (COCO-20i until the generator has one) are left out."""
+    from hsnetlib.suite import smoke
+
+    runs = smoke.runs_dir(tmp_path)
+    smoked = smoke.smoke_grid(load_grid(PAPER, runs))
+    missing = smoke.unsmokable(smoked)
+    names = set(smoke.representatives(smoked))
+    needs_missing = {r.name for r in smoked.runs if set(r.needs) & set(missing)}
+    keep = [r for r in smoked.runs if r.name in names and r.name not in missing and r.name not in needs_missing]
+    results = [r for r in keep if r.notebook == "11_results.ipynb"]
+    outcomes = runner.run_grid(type(smoked)(smoked.name, smoked.path, keep), runs, jobs=2)
+    bad = {o.run: o.detail for o in outcomes if o.status != "done"}
+    assert not bad, bad
+    assert results and len(outcomes) == len(keep)

@@ -22,13 +22,6 @@ from hsnetlib.suite.grid import SIMPLE_TYPES, Grid, Run, notebook_parameters
 SMOKE_DIR = "smoke"
 
 
-@dataclasses.dataclass(frozen=True)
-class ByType:
-    """A smoke value for a parameter that notebooks declare with different types (e.g. `episodes`: a count
-    in one notebook, the episodes shown in another): type name -> value."""
-    values: dict[str, Any]
-
-
 # The tiny budget: notebook parameter -> smoke value.
 SMOKE_PARAMETERS: dict[str, Any] = {
     "synthetic": True,                       # the synthetic benchmark, generated on demand ...
@@ -43,7 +36,8 @@ SMOKE_PARAMETERS: dict[str, Any] = {
     "val_episodes": 2,
     "bsz": 2,
     "eval_episodes": 2,
-    "episodes": ByType({"int": 2, "list": [0]}),
+    "episodes": 2,                           # evaluation episodes per shot
+    "show_episodes": [0],                    # the episodes a visualisation draws
     "max_layers": 1,
     "train_cache": "{grid_dir}/train-cache",
     "results_dir": "{grid_dir}/results",     # never the project's results/
@@ -63,10 +57,6 @@ def synthetic_layout(benchmark: str) -> str | None:
 
 
 def _smoke_value(value: Any, declared_type: str, context: dict[str, str]) -> tuple[bool, Any]:
-    if isinstance(value, ByType):
-        if declared_type not in value.values:
-            return False, None
-        value = value.values[declared_type]
     types = SIMPLE_TYPES.get(declared_type)
     if types and not isinstance(value, types):
         return False, None
@@ -110,3 +100,28 @@ def report(table) -> str:
     lines = [f"smoke: {len(bad)} of {len(table)} run(s) would fail:"]
     lines += [f"  {row.run} ({row.status}): {row.detail}" for row in bad.itertuples()]
     return "\n".join(lines)
+
+
+# The options that make a run of a notebook different to smoke (other than the notebook and the benchmark).
+NOTABLE = ("backbone", "shots", "ignore_label", "original_size", "hypercorrelation", "pyramid", "kernel",
+           "block_layers", "finetune_backbone", "support_masking")
+
+
+def representatives(grid: Grid) -> list[str]:
+    """One run of every distinct (notebook, benchmark, notable options) combination of `grid`, with the runs
+    they need, in grid order: the names of a smaller smoke that still executes every kind of run."""
+    import json
+
+    chosen: dict[str, str] = {}
+    for run in grid.runs:
+        key = json.dumps([run.notebook, run.parameters.get("benchmark"),
+                          {k: run.parameters[k] for k in NOTABLE if k in run.parameters}], sort_keys=True)
+        chosen.setdefault(key, run.name)
+    by_name = {r.name: r for r in grid.runs}
+    needed, todo = set(), list(chosen.values())
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += by_name[name].needs
+    return [r.name for r in grid.runs if r.name in needed]
