@@ -292,7 +292,7 @@ def _metrics_rows(run_dir: str) -> list[dict[str, float]]:
 
 def ablation_overview(table, trainings: Sequence[Mapping[str, Any]], title: str = ""):
     """An ablation at a glance: mIoU per variant and shot with its bootstrap interval (not-converged variants
-    hatched), and every variant's validation mIoU per epoch. `table`: :func:`hsnetlib.experiments.variant_table`;
+    hatched), and every variant's validation mIoU per epoch. `table`: :func:`hsnetlib.suite.study.variant_table`;
     `trainings`: the run record's training entries (label, history)."""
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(10, 3.4))
     labels = list(dict.fromkeys(table["label"]))

@@ -121,10 +121,12 @@ value: int = 1  # a number
 label: str = "a"  # a name
 outcome: str = "record"  # "record" | "fail" (raise) | "silent" (no record) | "die" (the kernel kills itself)
 wait_for: str = ""  # a file to wait for (at most 120 s) before finishing
+converged: bool = True  # what the record says of the (pretended) training
 '''
 TOY_BODY = '''import os, signal, time
 from pathlib import Path
-from hsnetlib.suite import write_run_record
+from hsnetlib.suite.jsonfile import write_json  # a record the suite reads, without torch: kernels start faster
+from hsnetlib.suite.state import where
 started = time.time()
 Path(out_dir, "started").write_text(str(started))
 if outcome == "fail":
@@ -135,8 +137,10 @@ while wait_for and not Path(wait_for).exists():
     assert time.time() < started + 120, f"{wait_for} did not appear"
     time.sleep(0.1)
 if outcome == "record":
-    write_run_record(out_dir, "toy.ipynb", {"value": value, "label": label}, {"summary": {"value": value},
-                     "started": started, "finished": time.time(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")})
+    write_json(Path(out_dir, "metrics.json"), {
+        "notebook": "toy.ipynb", "parameters": {"value": value, "label": label}, "provenance": where(),
+        "summary": {"value": value, **({} if converged else {"converged": False})},
+        "started": started, "finished": time.time(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")})
 '''
 TRAIN_PARAMETERS = '''out_dir: str = "runs/x"  # run folder
 data_root: str = "data"  # the synthetic benchmark
@@ -144,14 +148,14 @@ epochs: int = 4  # training epochs
 resume: bool = False  # continue the training in out_dir
 '''
 TRAIN_BODY = f'''import time
-from hsnetlib.suite import write_run_record
+from hsnetlib.suite.records import write_run_record
 from hsnetlib.train import TrainConfig, train
 config = TrainConfig(**{TOY_TRAINING!r}, datapath=data_root, splits_dir=data_root + "/splits", epochs=epochs,
                      run_dir=out_dir, resume=resume)
 summary = train(config)  # under DDP, ranks other than 0 get no history (and write_run_record writes nothing)
 last = summary["last"] or {{}}
-write_run_record(out_dir, "train.ipynb", {{"epochs": epochs}}, {{"summary": {{"val_loss": last.get("val_loss")}},
-                 "history": summary["history"], "finished": time.time()}})
+write_run_record(out_dir, "train.ipynb", {{"epochs": epochs}}, summary={{"val_loss": last.get("val_loss")}},
+                 history=summary["history"], finished=time.time())
 '''
 
 

@@ -12,7 +12,10 @@ import nbformat
 import papermill
 import pytest
 
-from hsnetlib import experiments, suite
+from hsnetlib import suite
+from hsnetlib.suite import notebook, state
+from hsnetlib.suite.grid import load_grid
+from hsnetlib.suite.runner import run_grid
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -52,34 +55,95 @@ def test_checks_close_every_notebook():
 
 
 def test_training_notebook_defaults_are_the_shared_small_model():
-    """02, 09, 10 and 11 reuse the training of 01_train.ipynb's defaults through the cache: same configuration."""
-    defaults = {k: v["default"] for k, v in papermill.inspect_notebook(str(suite.notebook_path("01_train.ipynb"))).items()}
-    shared = experiments.NOTEBOOK_MODEL
-    assert {k: ast.literal_eval(defaults[k]) for k in ("backbone", "img_size", "epochs", "bsz", "lr", "train_episodes",
-                                                       "val_episodes", "seed", "shot", "backbone_lr")} == {
-        "backbone": shared.backbone, "img_size": shared.img_size, "epochs": shared.epochs, "bsz": shared.bsz,
-        "lr": shared.lr, "train_episodes": shared.train_episodes, "val_episodes": shared.val_episodes,
-        "seed": shared.seed, "shot": shared.shot, "backbone_lr": shared.backbone_lr}
-    assert ast.literal_eval(defaults["weights"]) == "none" and shared.weights is None
-    assert ast.literal_eval(defaults["device"]) == "auto" and shared.device is None
-    for notebook in ("02_evaluate.ipynb", "09_visualize_correlation.ipynb", "10_visualize_predictions.ipynb",
-                     "11_results.ipynb", "01_train.ipynb"):
-        declared = papermill.inspect_notebook(str(suite.notebook_path(notebook)))
-        assert ast.literal_eval(declared["train_cache"]["default"]) == "runs/notebooks/train-cache", notebook
+    """02, 09, 10 and 11 reuse the training of 01_train.ipynb's defaults through the cache: its parameters cell is
+    the small model's one definition, and the beats-the-baselines check holds for it only."""
+    defaults = notebook.small_model_params()
+    data = notebook.Data("pascal", suite.resolve("data/synthetic"), True)
+    config = notebook.train_config(data, "x", defaults)
+    assert (config.weights, config.device, config.train_episodes_per_epoch, config.epochs) == (None, None, 160, 6)
+    assert notebook.is_small_model(defaults) and notebook.is_small_model({**defaults, "device": "cpu", "out_dir": "y"})
+    assert not notebook.is_small_model({**defaults, "epochs": 1})
+    for name in ("02_evaluate.ipynb", "09_visualize_correlation.ipynb", "10_visualize_predictions.ipynb",
+                 "11_results.ipynb", "01_train.ipynb"):
+        declared = papermill.inspect_notebook(str(suite.notebook_path(name)))
+        assert ast.literal_eval(declared["train_cache"]["default"]) == "runs/notebooks/train-cache", name
+
+
+def test_training_notebook_variant_is_the_model_options():
+    """01_train.ipynb declares every HSNetConfig variant option as a parameter with its default."""
+    from hsnetlib.model import HSNetConfig
+
+    defaults = notebook.small_model_params()
+    model = HSNetConfig(weights=None)
+    for name in notebook.variant_fields():
+        value = defaults[name]
+        assert (tuple(value) if isinstance(value, list) else value) == getattr(model, name), name
+
+
+@pytest.mark.parametrize("name, parameters, message", [
+    ("01_train.ipynb", {"fold": 9}, "fold=9 out of range for pascal"),
+    ("04_ablation_pyramid.ipynb", {"reference": "1-2"}, "reference='1-2' is none of the variants"),
+])
+def test_parameter_errors_stop_the_cell_after_the_parameters(tmp_path, name, parameters, message):
+    """A bad parameter is reported where the parameters are read, before any data or training."""
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(suite.notebook_path(name)), str(tmp_path / "executed.ipynb"),
+                                   parameters={**parameters, "out_dir": str(tmp_path / "run")},
+                                   kernel_name=suite.KERNEL_NAME, cwd=str(suite.project_root()), progress_bar=False)
+    assert message in err.value.evalue
+    executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    injected = [i for i, c in enumerate(code) if "injected-parameters" in c.metadata.get("tags", [])]
+    failed = [i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert failed == [injected[0] + 1], "the error is in the cell right after the parameters"
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+TINY = dict(data_root="{grid_dir}/data", img_size=32, epochs=1, bsz=2, train_episodes=2, val_episodes=2,
+            device="cpu", train_cache="")
+
+
+def test_an_unconverged_training_is_done_and_its_dependants_run(tmp_path):
+    """Unconverged is not failed: a grid whose training stays at the all-background solution ends with the training
+    done (converged: false in its record) and the evaluation that needs it done."""
+    defaults = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())
+    (tmp_path / "tiny.toml").write_text(f"""name = "tiny"
+[defaults]
+{defaults}
+
+[[run]]
+name = "train"
+notebook = "01_train.ipynb"
+
+[[run]]
+name = "evaluate"
+notebook = "02_evaluate.ipynb"
+needs = ["train"]
+parameters = {{ checkpoint = "{{grid_dir}}/train/best.pt", shots = [1], episodes = 2 }}
+""")
+    runs = tmp_path / "runs"
+    grid = load_grid(tmp_path / "tiny.toml", runs)
+    run_grid(grid, runs)
+    train_dir, evaluate_dir = runs / "tiny" / "train", runs / "tiny" / "evaluate"
+    assert state.read_state(train_dir)["status"] == "done" and state.read_state(evaluate_dir)["status"] == "done"
+    record = json.loads((train_dir / "metrics.json").read_text())
+    assert record["summary"]["converged"] is False and record["trainings"][0]["converged"] is False
+    assert not state.converged(record)
+    assert json.loads((evaluate_dir / "metrics.json").read_text())["evaluations"][0]["episodes"] == 2
 
 
 def test_ablation_notebook_with_injected_trainings(tmp_path):
     """An ablation notebook gathers finished trainings (label -> run folder), evaluates them on the same episodes
     and records the paired comparison with the reference (contract C3)."""
-    data = experiments.prepare_data("pascal", str(tmp_path / "data"), True)
-    settings = experiments.TrainSettings(weights=None, img_size=64, epochs=2, bsz=2, train_episodes=4,
-                                         val_episodes=4, device="cpu", progress=False)
+    data = notebook.prepare_data("pascal", str(tmp_path / "data"), True)
+    params = dict(fold=1, backbone="resnet50", weights="none", img_size=64, epochs=2, bsz=2, lr=1e-3,
+                  train_episodes=4, val_episodes=4, seed=0, device="cpu")
     runs = {label: tmp_path / f"train-{label}" for label in ("3", "1-2-3")}
     for label, options in (("3", {"pyramid": (3,)}), ("1-2-3", {})):
-        experiments.train_model(data, 1, runs[label], settings, options)
+        notebook.train_model(notebook.train_config(data, runs[label], params, options, resume=False))
     out_dir = tmp_path / "run"
     parameters = {"data_root": str(tmp_path / "data"), "fold": 1, "trainings": {k: str(v) for k, v in runs.items()},
-                  "reference": "1-2-3", "shots": [1, 2], "eval_episodes": 3, "device": "cpu", "out_dir": str(out_dir)}
+                  "reference": "1-2-3", "shots": [1, 2], "episodes": 3, "device": "cpu", "out_dir": str(out_dir)}
     papermill.execute_notebook(str(suite.notebook_path("04_ablation_pyramid.ipynb")), str(tmp_path / "executed.ipynb"),
                                parameters=parameters, kernel_name=suite.KERNEL_NAME, cwd=str(suite.project_root()),
                                progress_bar=False)

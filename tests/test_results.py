@@ -1,6 +1,8 @@
-"""hsnetlib.paper (transcription consistency) and hsnetlib.results (tables from run records)."""
+"""hsnetlib.results: the published numbers (transcription consistency) and the tables and figures built from
+run records written here through the suite's record writer."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -8,8 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hsnetlib import paper, results
-from hsnetlib.suite import write_run_record
+from hsnetlib import results
+from hsnetlib.model import HSNetConfig
+from hsnetlib.results import collect, figures, paper, registries, render, tables
+from hsnetlib.suite import records
+from hsnetlib.suite.records import EvaluationEntry, ProfileEntry, RunRecord, TrainingEntry
 
 R101 = {"backbone": "resnet101", "weights": "imagenet", "hypercorrelation": "full", "pyramid": [1, 2, 3],
         "kernel": "center_pivot", "block_layers": 3, "support_masking": True, "finetune_backbone": False}
@@ -30,6 +35,18 @@ def test_published_means_match_their_folds():
                 assert abs(np.mean(folds) - row.values[(shot, "mean")]) <= 0.1 + 1e-9, (table.key, row.label, shot)
                 checked += 1
     assert checked == 2 * (4 + 2 + 3 + 3 + 3 + 3)
+
+
+def test_cross_domain_published_averages_match_their_targets():
+    """PATNet's Table 1 (spec section 6): each Average is the mean of the four targets, for both rows."""
+    hsnet, patnet = paper.CDFSS.rows
+    assert [hsnet.values[(1, t)] for t in paper.CDFSS_TARGETS] == [29.65, 31.20, 51.88, 77.53]
+    assert [hsnet.values[(5, t)] for t in paper.CDFSS_TARGETS] == [35.08, 35.10, 54.36, 80.99]
+    for row in (hsnet, patnet):
+        for shot in (1, 5):
+            targets = [row.values[(shot, t)] for t in paper.CDFSS_TARGETS]
+            assert abs(np.mean(targets) - row.values[(shot, "mean")]) <= 0.005 + 1e-9, (row.label, shot)
+    assert patnet.reference and not hsnet.reference and "fine-tuning" in paper.CDFSS.notes
 
 
 def test_tables_agree_where_the_paper_repeats_a_number():
@@ -60,11 +77,11 @@ def test_missing_cells_are_none_and_listed():
     ([10.0, 20.0, 30.0, 40.0], [8.0, 18.0, 28.0, 38.0], [11.0, 21.0, 31.0, 41.0], (25.0, 24.0, 25.5)),
 ])
 def test_mean_interval_combines_half_widths(values, lows, highs, expected):
-    assert results.mean_interval(values, lows, highs) == pytest.approx(expected)
+    assert tables.mean_interval(values, lows, highs) == pytest.approx(expected)
 
 
 def test_mean_interval_without_intervals_is_nan():
-    mean, low, high = results.mean_interval([60.0, 62.0], [np.nan, 61.0], [61.0, 63.0])
+    mean, low, high = tables.mean_interval([60.0, 62.0], [np.nan, 61.0], [61.0, 63.0])
     assert mean == 61.0 and math.isnan(low) and not math.isnan(high)
 
 
@@ -72,11 +89,11 @@ def test_mean_interval_without_intervals_is_nan():
 def _eval(fold, nshot, miou, model=R101, dataset="pascal", study="main", label="HSNet", episodes=1000,
           img_size=400, ignore_label=True, half=1.0, **extra):
     benchmark = dataset.removeprefix("synthetic-")
-    return {"study": study, "label": label, "benchmark": benchmark, "dataset": dataset,
-            "synthetic": dataset.startswith("synthetic"), "fold": fold, "nshot": nshot, "ignore_label": ignore_label,
-            "img_size": img_size, "original_size": False, "episodes": episodes, "seed": 0, "model": model,
-            "learnable_params": 2_587_394, "miou": miou, "fbiou": miou + 10, "ci95": [miou - half, miou + half],
-            **extra}
+    return EvaluationEntry.from_dict({
+        "study": study, "label": label, "benchmark": benchmark, "dataset": dataset,
+        "synthetic": dataset.startswith("synthetic"), "fold": fold, "nshot": nshot, "ignore_label": ignore_label,
+        "img_size": img_size, "original_size": False, "episodes": episodes, "seed": 0, "model": model,
+        "learnable_params": 2_587_394, "miou": miou, "fbiou": miou + 10, "ci95": [miou - half, miou + half], **extra})
 
 
 def _paired(delta, half=0.5, reference="full"):
@@ -84,12 +101,17 @@ def _paired(delta, half=0.5, reference="full"):
                        "episodes": 1000}}
 
 
+def _write(runs, name, notebook, sections, params=None, seed=0, **checkpoints):
+    """A run record written by the suite's writer (the one the notebooks use)."""
+    records.write_run_record(runs / name, notebook, {"fold": 0, "nshot": 1} if params is None else params, sections,
+                             seed=seed, **checkpoints)
+
+
 def _training(study, label, model, fold=0, converged=None, curve=(0.0, 20.0, 40.0), dataset="pascal", img_size=400):
     history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "train_miou": v + 5, "val_miou": v}
                for e, v in enumerate(curve)]
-    entry = {"study": study, "label": label, "benchmark": dataset.removeprefix("synthetic-"), "dataset": dataset,
-             "fold": fold, "model": model, "img_size": img_size, "history": history}
-    return entry if converged is None else {**entry, "converged": converged}
+    return TrainingEntry(study=study, label=label, benchmark=dataset.removeprefix("synthetic-"), dataset=dataset,
+                         fold=fold, model=model, img_size=img_size, history=history, converged=converged)
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +121,8 @@ def runs(tmp_path_factory):
     checkpoint.write_bytes(b"weights")
 
     def rec(name, notebook="02_evaluate.ipynb", seed=0, **sections):
-        write_run_record(runs / name, notebook, {"fold": 0, "nshot": 1}, sections, seed=seed,
-                         **({"checkpoint": checkpoint} if notebook == "02_evaluate.ipynb" else
-                            {"checkpoints": {"full": checkpoint}}))
+        _write(runs, name, notebook, sections, seed=seed,
+               **({"checkpoint": checkpoint} if notebook == "02_evaluate.ipynb" else {"checkpoints": {"full": checkpoint}}))
 
     # Table 1, ResNet101: 1-shot on every fold, 5-shot on folds 0-2, a second seed of 5-shot fold 0
     rec("paper/eval-1shot", evaluations=[_eval(f, 1, 60.0 + f) for f in range(4)])
@@ -126,17 +147,18 @@ def runs(tmp_path_factory):
     # Table A4 / Fig. 7 from an older record: no paired difference, no convergence flag, no interval
     pyr = lambda p: {**R101, "pyramid": p}
     old = [_eval(0, 1, m, pyr(p), study="pyramid", label=str(p)) for p, m in (([3], 40.0), ([2, 3], 55.0))]
-    rec("paper/pyramid-old", notebook="04_ablation_pyramid.ipynb", evaluations=[{**e, "ci95": None} for e in old],
+    rec("paper/pyramid-old", notebook="04_ablation_pyramid.ipynb", evaluations=[dataclasses.replace(e, ci95=None) for e in old],
         trainings=[_training("pyramid", str(p), pyr(p)) for p in ([3], [2, 3])])
     # Table 4 with a profile
     rec("paper/kernel", notebook="05_ablation_kernel.ipynb",
         evaluations=[_eval(0, 1, 61.0, {**R101, "kernel": "original"}, study="kernel", label="original",
                            **_paired(-1.5, reference="center_pivot"))],
-        profiles=[{"study": "kernel", "model": {**R101, "kernel": "original"}, "img_size": 400, "nshot": 1,
-                   "device": "cpu", "learnable_params": 11_300_000, "time_ms": 900.0, "memory_gb": 2.0,
-                   "gflops": 700.0}])
+        profiles=[ProfileEntry(study="kernel", label="original", model={**R101, "kernel": "original"}, profile={
+            "img_size": 400, "nshot": 1, "device": "cpu", "learnable_params": 11_300_000, "time_ms": 900.0,
+            "memory_gb": 2.0, "gflops": 700.0})])
     # the synthetic demo: main evaluation with baselines, Fig. 9 and Fig. 10 from training histories
-    base = {"all_foreground": {"miou": 20.0, "fbiou": 15.0}, "all_background": {"miou": 0.0, "fbiou": 40.0}}
+    base = {"all_foreground": {"miou": 20.0, "fbiou": 15.0, "ci95": [19.0, 21.0]},
+            "all_background": {"miou": 0.0, "fbiou": 40.0, "ci95": [0.0, 0.0]}}
     rec("demo/eval", evaluations=[_eval(f, 1, 45.0, SYNTH, "synthetic-pascal", img_size=96, episodes=200,
                                         baselines=base) for f in range(4)])
     layers = lambda n: {**SYNTH, "block_layers": n}
@@ -162,10 +184,10 @@ def out(runs, tmp_path_factory):
     return out
 
 
-def _cells(out, key, backbone, method, section=results.PAPER, dataset="pascal"):
+def _cells(out, key, backbone, method, section=tables.PAPER, dataset="pascal"):
     """{(shot, column): CSV row} of one line of a table (the paper protocol on PASCAL-5i by default)."""
     frame = pd.read_csv(out / f"{key}.csv")
-    if section == results.SYNTHETIC:
+    if section == tables.SYNTHETIC:
         dataset = "synthetic-" + dataset
     hit = frame[(frame["backbone"] == backbone) & (frame["method"] == method) & (frame["section"] == section)
                 & (frame["dataset"] == dataset)]
@@ -216,7 +238,7 @@ def test_several_runs_of_a_cell_are_averaged_and_said_so(out):
 
 
 def _rec(runs, name, evaluation, seed=0):
-    write_run_record(runs / name, "02_evaluate.ipynb", {}, {"evaluations": [evaluation]}, seed=seed)
+    _write(runs, name, "02_evaluate.ipynb", {"evaluations": [evaluation]}, params={}, seed=seed)
 
 
 def test_runs_with_different_episode_counts_are_not_averaged(tmp_path):
@@ -233,7 +255,7 @@ def test_runs_at_different_image_sizes_are_separate_lines(tmp_path):
     runs = tmp_path / "runs"
     _rec(runs, "a", _eval(0, 1, 60.0, img_size=400))
     _rec(runs, "b", _eval(0, 1, 50.0, img_size=200))
-    frame = results.build_table(paper.TABLES["table1"], results.collect(runs)["evaluations"], pd.DataFrame())
+    frame = results.build_table(paper.TABLES["table1"], collect.collect(runs)["evaluations"], pd.DataFrame())
     fold0 = frame.query("method == 'HSNet' and backbone == 'resnet101' and shot == 1 and column == 'fold0'")
     assert dict(zip(fold0["img_size"], fold0["ours"])) == {400: 60.0, 200: 50.0}
     assert set(fold0["n_runs"]) == {1} and set(fold0["paper"]) == {67.3}
@@ -301,10 +323,10 @@ def test_table4_kernel_profile_and_paired(out):
 
 
 def test_synthetic_lines_are_labelled_and_never_compared(out):
-    synth = _cells(out, "table1", "resnet50", "HSNet (random-init backbone)", section=results.SYNTHETIC)
+    synth = _cells(out, "table1", "resnet50", "HSNet (random-init backbone)", section=tables.SYNTHETIC)
     assert synth[(1, "mean")]["ours"] == 45.0 and "synthetic demo" in synth[(1, "mean")]["benchmark"]
     assert all(math.isnan(c["paper"]) and math.isnan(c["delta_vs_paper"]) for c in synth.values())
-    other = _cells(out, "table1", "resnet101", "HSNet (random-init backbone)", section=results.OTHER)[(1, "fold0")]
+    other = _cells(out, "table1", "resnet101", "HSNet (random-init backbone)", section=tables.OTHER)[(1, "fold0")]
     assert other["ours"] == 20.0 and math.isnan(other["paper"]) and math.isnan(other["delta_vs_paper"])
     md = (out / "table1.md").read_text()
     assert md.index("**Paper protocol**") < md.index("**Not the paper's setting**") < md.index("**Synthetic demo**")
@@ -321,35 +343,36 @@ def test_learning_curves_plot_each_training_history(runs):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    trainings = results.collect(runs)["trainings"]
+    trainings = collect.collect(runs)["trainings"]
     finetune = trainings[(trainings["study"] == "finetune") & (trainings["fold"] == 1)]
     fig, ax = plt.subplots()
-    results._curves(ax, finetune)
-    lines = {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+    figures.learning_curves(ax, finetune)
+    lines = sorted(list(line.get_ydata()) for line in ax.lines if len(line.get_ydata()))
+    legend = sorted(t.get_text() for t in ax.get_legend().get_texts())
     plt.close(fig)
-    assert lines == {"frozen train": [15.0, 35.0, 40.0], "frozen val": [10.0, 30.0, 35.0],
-                     "finetune train": [15.0, 40.0, 35.0], "finetune val": [10.0, 35.0, 30.0]}
+    assert lines == [[10.0, 30.0, 35.0], [10.0, 35.0, 30.0], [15.0, 35.0, 40.0], [15.0, 40.0, 35.0]]
+    assert {"frozen", "finetune", "train", "val"} <= set(legend)
 
 
 def test_figures_9_and_10_drawn_from_runs(out, runs, tmp_path):
     assert (out / "fig9.png").stat().st_size > 0 and (out / "fig10.png").stat().st_size > 0
-    data = results.collect(runs)
+    data = collect.collect(runs)
     three_layers = data["evaluations"][data["evaluations"]["block_layers"] == 3]
-    assert results.block_layers_figure(three_layers, data["trainings"], tmp_path / "f.png") is None
-    assert results.curves_figure(data["trainings"], "kernel", tmp_path / "k.png") is None  # no training
+    assert figures.block_layers_figure(three_layers, data["trainings"], tmp_path / "f.png") is None
+    assert figures.curves_figure(data["trainings"], "kernel", tmp_path / "k.png") is None  # no training
 
 
 # -- the command ---------------------------------------------------------------------------------
 def test_command_writes_every_file_with_readme_and_run_records(out, runs):
     names = {p.name for p in out.iterdir()}
-    tables = [*paper.TABLES, "baselines"]
-    assert {f"{k}.{ext}" for k in tables for ext in ("md", "csv")} | {"README.md", "runs.csv"} <= names
+    keys = [*paper.TABLES, "backbones", "baselines"]
+    assert {f"{k}.{ext}" for k in keys for ext in ("md", "csv")} | {"README.md", "runs.csv"} <= names
     assert {"fig6.png", "fig7.png", "fig9.png", "fig10.png", "curves_hypercorrelation.png",
             "curves_pyramid.png"} <= names
     readme = (out / "README.md").read_text()
     for key, table in paper.TABLES.items():
         line = next(r for r in readme.splitlines() if r.startswith(f"| [{key}.md]"))
-        assert table.title in line and results.SOURCES[key] in line
+        assert table.title in line and table.source in line
     assert "| paper protocol (2 lines), not the paper's setting (1 line), synthetic demo (1 line) |" in readme.split("[table1.md]")[1].split("\n")[0]
     assert "| 04_ablation_pyramid.ipynb | |" in readme.split("[curves_pyramid.png]")[1].split("\n")[0]
     assert "bootstrap 95% interval" in readme and "paired bootstrap 95% interval" in readme
@@ -376,7 +399,7 @@ def test_command_writes_every_file_with_readme_and_run_records(out, runs):
 
 def test_missing_runs_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        results.collect(tmp_path / "nope")
+        collect.collect(tmp_path / "nope")
     assert results.main(["--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
 
 
@@ -391,14 +414,185 @@ def test_no_runs_gives_the_paper_alone(tmp_path):
 
 
 def test_run_notes_show_paths_inside_the_project_relative_and_whole_seeds(monkeypatch, tmp_path):
-    monkeypatch.setattr(results, "project_root", lambda: tmp_path)
-    record = {"notebook": "02_evaluate.ipynb", "seed": 3,
-              "checkpoint": {"path": str(tmp_path / "runs" / "t" / "best.pt"), "sha256": "ab" * 32},
-              "parameters": {"out_dir": str(tmp_path / "runs" / "e"), "data_root": "/elsewhere/data"},
-              "provenance": {"code_version": "abc1234", "device": "cpu"}}
-    provenance = results._provenance("e", record)
+    monkeypatch.setattr(collect, "project_root", lambda: tmp_path)
+    record = RunRecord(notebook="02_evaluate.ipynb", seed=3,
+                       checkpoint=records.CheckpointRef(str(tmp_path / "runs" / "t" / "best.pt"), "ab" * 32, 7),
+                       parameters={"out_dir": str(tmp_path / "runs" / "e"), "data_root": "/elsewhere/data"},
+                       provenance={"code_version": "abc1234", "device": "cpu"})
+    provenance = collect.provenance("e", record)
     assert provenance["checkpoints"] == "runs/t/best.pt (sha256 abababababab)"
-    note = results._run_note(1, pd.Series({**provenance, "seed": 3.0}))  # a float column, as pandas reads it
+    note = render.run_note(1, pd.Series({**provenance, "seed": 3.0}))  # a float column, as pandas reads it
     assert "seed 3," in note and str(tmp_path) not in note
     assert "data_root='/elsewhere/data'" in note and "out_dir='runs/e'" in note
-    assert "seed none," in results._run_note(2, pd.Series({**provenance, "seed": float("nan")}))
+    assert "seed none," in render.run_note(2, pd.Series({**provenance, "seed": float("nan")}))
+
+
+# -- variant columns, registries ------------------------------------------------------------------
+def test_variant_columns_and_defaults_come_from_the_model_config():
+    defaults = registries.variant_defaults()
+    config = HSNetConfig()
+    assert defaults == {name: getattr(config, name) for name in defaults}
+    assert "backbone" not in defaults and {"kernel", "pyramid", "block_layers"} <= set(defaults)
+    older = collect.model_columns({"backbone": "resnet50", "weights": None, "pyramid": [2, 3]})  # lacks the rest
+    assert older["pyramid"] == (2, 3) and older["kernel"] == config.kernel and older["pretrained"] is False
+
+
+# -- issue 18: no converged point in Fig. 9 -------------------------------------------------------
+def _unconverged_block_layers(runs):
+    layers = lambda n: {**SYNTH, "block_layers": n}
+    _write(runs, "demo/block-layers", "06_ablation_block_layers.ipynb", {
+        "trainings": [_training("block_layers", str(n), layers(n), converged=False, dataset="synthetic-pascal",
+                                img_size=96, curve=(0.0, 0.0)) for n in (1, 2, 3)],
+        "evaluations": [_eval(0, 1, 0.0, layers(n), "synthetic-pascal", study="block_layers", label=str(n),
+                              img_size=96, episodes=200) for n in (1, 2, 3)]})
+
+
+def test_block_layers_figure_without_a_converged_point_says_so(tmp_path, monkeypatch):
+    """Before: ``points`` empty, two lists subtracted (TypeError) and results/ never written."""
+    runs = tmp_path / "runs"
+    _unconverged_block_layers(runs)
+    data = collect.collect(runs)
+    said = []
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, title, path: (
+        said.extend(t.get_text() for ax in fig.axes for t in ax.texts), save(fig, title, path))[1])
+    assert figures.block_layers_figure(data["evaluations"], data["trainings"], tmp_path / "fig9.png") \
+        == tmp_path / "fig9.png" and (tmp_path / "fig9.png").stat().st_size > 0
+    assert "no variant converged: no mIoU to plot" in said
+    assert results.main(["--runs", str(runs), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "fig9.png").is_file() and (tmp_path / "out" / "README.md").is_file()
+
+
+def test_figures_and_tables_take_empty_inputs(tmp_path):
+    empty = pd.DataFrame()
+    assert figures.block_layers_figure(empty, empty, tmp_path / "a.png") is None
+    assert figures.curves_figure(empty, "finetune", tmp_path / "b.png") is None
+    for table in tables.all_tables().values():
+        frame = results.build_table(table, empty, empty)
+        assert set(frame["status"]) <= {"no run"}
+        if table.figure:
+            assert figures.ablation_figure(table, frame, tmp_path / "c.png") is None
+        render.render_markdown(table, frame, empty)
+    assert tables.baselines_table(empty).empty and tables.benchmark_tables(empty) == {}
+    assert not list(tmp_path.iterdir())
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    figures.learning_curves(ax, pd.DataFrame([{"label": "a", "history": []}]))
+    assert [t.get_text() for t in ax.texts] == ["no training history"]
+    plt.close(fig)
+
+
+# -- HSNet across backbones (issue 15) ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def backbone_runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("backbone-runs")
+    swin = {**R50, "backbone": "swin_base_patch4_window12_384"}
+    _write(runs, "backbones/swin", "02_evaluate.ipynb", {"evaluations": [
+        _eval(f, 1, 70.0 + f, swin, img_size=384) for f in range(4)]})
+    vit = {**SYNTH, "backbone": "vit_small_patch14_dinov2"}
+    _write(runs, "demo/vit", "02_evaluate.ipynb", {"evaluations": [
+        _eval(0, 1, 30.0, vit, "synthetic-pascal", img_size=56, episodes=20)]})
+    out = tmp_path_factory.mktemp("backbone-results")
+    assert results.main(["--runs", str(runs), "--out", str(out)]) == 0
+    return out
+
+
+def test_backbones_table_sits_beside_the_papers_resnet_rows(backbone_runs):
+    out = backbone_runs
+    frame = pd.read_csv(out / "backbones.csv")
+    lines = list(dict.fromkeys(zip(frame["dataset"], frame["backbone"], frame["section"])))
+    new = registries.new_backbones(set(paper.PAPER_BACKBONES))
+    assert new[:5] == ("swin_base_patch4_window12_384", "convnext_base", "vit_small_patch14_dinov2",
+                       "vit_base_patch14_dinov2", "vit_large_patch14_dinov2")  # then any registered by other tests
+    assert lines[:2 + len(new)] == [("pascal", b, tables.PAPER) for b in ("resnet50", "resnet101", *new)]
+    assert ("coco", "vit_large_patch14_dinov2", tables.PAPER) in lines
+    assert lines[-1] == ("synthetic-pascal", "vit_small_patch14_dinov2", tables.SYNTHETIC)
+    swin = _cells(out, "backbones", "swin_base_patch4_window12_384", "HSNet")
+    assert swin[(1, "mean")]["ours"] == 71.5 and math.isnan(swin[(1, "mean")]["paper"])
+    assert math.isnan(swin[(1, "mean")]["delta_vs_paper"]) and swin[(1, "fold0")]["runs"] == "backbones/swin"
+    r50 = _cells(out, "backbones", "resnet50", "HSNet")
+    assert r50[(1, "fold0")]["paper"] == 64.3 and r50[(1, "fold0")]["status"] == "no run"
+    md = (out / "backbones.md").read_text()
+    assert "| PASCAL-5i | resnet50 | HSNet | 400 | paper (not run here) | 64.3 |" in md
+    assert "| PASCAL-5i | convnext_base | HSNet | – | no run | – |" in md
+    assert "| COCO-20i | resnet101 | HSNet | 400 | paper (not run here) | 37.2 |" in md
+    assert "| 384 | ours, 1000 episodes | 70.0 [69.0, 71.0] |" in md
+    demo = md[md.index("**Synthetic demo**"):]
+    assert "vit_small_patch14_dinov2 | HSNet (random-init backbone) | 56 | synthetic demo, 20 episodes" in demo
+    # a new backbone is not a line of the paper's own tables
+    assert "swin" not in (out / "table1.md").read_text() and "vit_small" not in (out / "table1.md").read_text()
+
+
+# -- Cross-domain (PATNet Table 1, issue 16) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def cdfss_runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("cdfss-runs")
+    values = {"deepglobe": 30.0, "isic": 32.0, "lung": 50.0, "fss": 78.0}
+    _write(runs, "cdfss/evaluate", "02_evaluate.ipynb", {"evaluations": [
+        _eval(0, 1, v, R50, dataset=b, episodes=600 if b != "fss" else 2400, train_benchmark="pascal-all")
+        for b, v in values.items()]})
+    _write(runs, "demo/cdfss", "02_evaluate.ipynb", {"evaluations": [
+        _eval(0, 1, 20.0, SYNTH, dataset=f"synthetic-{b}", img_size=64, episodes=30, train_benchmark="pascal-all")
+        for b in values]})
+    _write(runs, "paper/fss", "02_evaluate.ipynb", {"evaluations": [_eval(0, 1, 85.0, R50, dataset="fss",
+                                                                          episodes=2400)]})
+    out = tmp_path_factory.mktemp("cdfss-results")
+    assert results.main(["--runs", str(runs), "--out", str(out)]) == 0
+    return out
+
+
+def test_cross_domain_table_compares_with_hsnets_row_only(cdfss_runs):
+    out = cdfss_runs
+    ours = _cells(out, "cdfss", "resnet50", "HSNet", dataset="pascal-all")
+    assert ours[(1, "deepglobe")]["ours"] == 30.0 and ours[(1, "deepglobe")]["paper"] == 29.65
+    assert ours[(1, "lung")]["delta_vs_paper"] == pytest.approx(50.0 - 51.88)
+    assert (ours[(1, "lung")]["episodes"], ours[(1, "fss")]["episodes"], ours[(1, "mean")]["episodes"]) \
+        == ("600", "2400", "600/2400")
+    mean = ours[(1, "mean")]
+    assert mean["ours"] == pytest.approx(47.5) and mean["paper"] == 47.57
+    assert (mean["ci95_low"], mean["ci95_high"]) == pytest.approx((47.0, 48.0))  # 4 targets of ±1: ±sqrt(4)/4
+    assert ours[(5, "isic")]["status"] == "no run" and ours[(5, "mean")]["status"] == "no run"
+    patnet = _cells(out, "cdfss", "resnet50", "PATNet (with test-time fine-tuning)", dataset="pascal-all")
+    assert patnet[(1, "isic")]["paper"] == 41.16 and {c["status"] for c in patnet.values()} == {"no run"}
+    md = (out / "cdfss.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| data |"))
+    assert "| 1-shot Deepglobe | 1-shot ISIC2018 | 1-shot Chest X-ray | 1-shot FSS-1000 | 1-shot mean |" in header
+    assert "| published, for reference | 37.89 | 41.16 | 66.61 | 78.59 | 56.06 |" in md
+    assert "test-time fine-tuning" in md.split("Cells:")[1]
+    rows = _md_rows(out, "cdfss", "resnet50", "HSNet", "PASCAL VOC (all 20 classes)")
+    assert rows[0].startswith("| PASCAL VOC (all 20 classes) | resnet50 | HSNet | 400 | paper | 29.65 | 31.20 |")
+    assert "ours, 600/2400 episodes | 30.0 [29.0, 31.0] |" in rows[1] and rows[2].split("|")[5] == " Δ ours − paper "
+    # the synthetic demo line: apart, never compared
+    demo = _cells(out, "cdfss", "resnet50", "HSNet (random-init backbone)", tables.SYNTHETIC, "pascal-all")
+    assert demo[(1, "mean")]["ours"] == 20.0 and all(math.isnan(c["delta_vs_paper"]) for c in demo.values())
+    assert md.index("**Paper protocol**") < md.index("**Synthetic demo**")
+    # FSS-1000 scored by the cross-domain model is not a Table 3 number (trained on FSS-1000 itself)
+    fss = _cells(out, "table3", "resnet50", "HSNet", dataset="fss")
+    assert fss[(1, "mean")]["ours"] == 85.0 and fss[(1, "mean")]["runs"] == "paper/fss"
+
+
+# -- a benchmark without published numbers ---------------------------------------------------------
+def test_a_benchmark_without_paper_tables_gets_its_own_table(tmp_path):
+    runs = tmp_path / "runs"
+    _write(runs, "toy/study", "03_ablation_hypercorrelation.ipynb", {"evaluations": [
+        _eval(f, 1, 40.0 + f, R50, dataset="toy", study="hypercorrelation", label=label,
+              **({} if label == "full" else _paired(-1.0))) for f in range(2) for label in ("full", "deep")]})
+    assert registries.benchmark("toy").paper_tables == ()
+    out = tmp_path / "out"
+    assert results.main(["--runs", str(runs), "--out", str(out)]) == 0
+    frame = pd.read_csv(out / "benchmark-toy.csv")
+    assert set(frame["section"]) == {tables.OTHER} and frame["paper"].isna().all()
+    assert frame["delta_vs_paper"].isna().all()
+    deep = frame[(frame["method"] == "deep") & (frame["column"] == "mean")].iloc[0]
+    assert deep["ours"] == 40.5 and deep["paired_delta"] == -1.0
+    assert list(frame.loc[frame["method"] == "full", "column"]) == ["fold0", "fold1", "mean", "fbiou"]
+    md = (out / "benchmark-toy.md").read_text()
+    assert "### toy: mIoU and FB-IoU (no published numbers)" in md and "| 1-shot fold 1 |" in md
+    assert "**Not the paper's setting**" in md and "paper" not in md.split("| runs |")[1].split("Cells:")[0]
+    assert "[benchmark-toy.md](benchmark-toy.md)" in (out / "README.md").read_text()
+    assert "toy" not in (out / "tableA3.md").read_text()
+    # the benchmark's runs gone: its table goes too
+    (runs / "toy" / "study" / "metrics.json").unlink()
+    assert results.main(["--runs", str(runs), "--out", str(out)]) == 0
+    assert not (out / "benchmark-toy.md").exists()

@@ -18,7 +18,9 @@ import pandas as pd
 import pytest
 
 from conftest import epochs_of
-from hsnetlib import executors, suite
+from hsnetlib.suite import cli, status
+from hsnetlib.suite.state import read_state
+from hsnetlib.suite.grid import load_grid
 from slurm_cluster import Cluster, unavailable
 
 pytestmark = pytest.mark.slurm
@@ -60,8 +62,8 @@ def _wait(condition, message: str, timeout: float = TIMEOUT_S):
 
 
 def _statuses(path: Path, runs: Path) -> dict[str, str]:
-    grid = suite.load_grid(path, runs)
-    return executors.grid_status(grid, grid.dir(runs)).set_index("run")["status"].to_dict()
+    grid = load_grid(path, runs)
+    return status.grid_status(grid, grid.dir(runs)).set_index("run")["status"].to_dict()
 
 
 def _settled(path: Path, runs: Path):
@@ -96,10 +98,10 @@ name = "evaluate"
 notebook = "toy.ipynb"
 needs = ["train"]
 """)
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--executor", "slurm"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--executor", "slurm"]) == 0
     train_dir, evaluate_dir = runs / "g" / "train", runs / "g" / "evaluate"
-    job = suite.read_state(train_dir)["job_id"]
-    depends = subprocess.run(["squeue", "-h", "-o", "%E", "-j", suite.read_state(evaluate_dir)["job_id"]],
+    job = read_state(train_dir)["job_id"]
+    depends = subprocess.run(["squeue", "-h", "-o", "%E", "-j", read_state(evaluate_dir)["job_id"]],
                              capture_output=True, text=True, check=True).stdout
     assert f"afterok:{job}" in depends
 
@@ -117,7 +119,7 @@ needs = ["train"]
     assert len(resumed) == len(reference_training) == 4
     for row, reference in zip(resumed, reference_training):
         assert row == pytest.approx(reference, rel=1e-6)
-    state = suite.read_state(train_dir)
+    state = read_state(train_dir)
     assert state["attempt"] == 2 and state["job_id"] == job and state["node"] == slurm.node
     train, evaluate = (json.loads((d / "metrics.json").read_text()) for d in (train_dir, evaluate_dir))
     assert train["provenance"]["slurm_job_id"] == job and train["provenance"]["node"] == slurm.node
@@ -150,15 +152,15 @@ name = "waits"
 notebook = "toy.ipynb"
 parameters = {{ wait_for = "{tmp_path}/never" }}
 """)
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--executor", "slurm"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--executor", "slurm"]) == 0
     waits = runs / "g" / "waits"
     _wait(lambda: (waits / "started").exists() and _statuses(path, runs)["ok"] == "done"
           and _statuses(path, runs)["bad"] == "failed", lambda: _logs(runs))
     assert _statuses(path, runs) == {"bad": "failed", "after-bad": "blocked", "ok": "done", "waits": "running"}
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--executor", "slurm", "--only", "waits"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--executor", "slurm", "--only", "waits"]) == 0
     assert "already running (Slurm job" in pd.read_csv(runs / "g" / "summary.csv").set_index("run").loc["waits", "detail"]
     capsys.readouterr()
-    assert suite.main(["status", str(path), "--runs-dir", str(runs), "--cancel"]) == 0
+    assert cli.main(["status", str(path), "--runs-dir", str(runs), "--cancel"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in
             ("bad", "after-bad", "ok", "waits")}
@@ -166,6 +168,26 @@ parameters = {{ wait_for = "{tmp_path}/never" }}
     assert "failed" in rows["bad"] and "RuntimeError: boom on purpose" in rows["bad"]
     assert "blocked" in rows["after-bad"] and "done" in rows["ok"] and "value=3" in rows["ok"]
     assert "failed" in rows["waits"] and "cancelled" in rows["waits"]
-    assert suite.read_state(runs / "g" / "ok")["job_id"] in rows["ok"] and slurm.node in rows["ok"]
+    assert read_state(runs / "g" / "ok")["job_id"] in rows["ok"] and slurm.node in rows["ok"]
     _wait(lambda: not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip(),
           "the cancelled job is still in the queue", timeout=60)
+
+
+def test_multi_node_sbatch_script_passes_sbatch(slurm, tmp_path, suite_notebooks):
+    """The script submitit generates for a run of 2 nodes: sbatch --test-only accepts every option; on this
+    one-node cluster only the node count is refused, and with --nodes=1 the same script is accepted."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from hsnetlib.suite.slurm import sbatch_parameters
+
+    grid = load_grid(_grid(tmp_path, suite_notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n'
+                           'resources = { nodes = 2 }\n'), tmp_path / "runs")
+    params = sbatch_parameters(grid.runs[0], grid, [])
+    assert params["nodes"] == 2 and params["ntasks_per_node"] == 1
+    script = tmp_path / "job.sh"
+    script.write_text(_make_sbatch_string(command="true", folder=str(tmp_path / "slurm"), **params))
+    assert "#SBATCH --nodes=2" in script.read_text()
+    two = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True)
+    assert two.returncode != 0 and "node" in two.stderr.lower(), two.stderr
+    one = subprocess.run(["sbatch", "--test-only", "--nodes=1", str(script)], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr

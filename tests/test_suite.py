@@ -17,7 +17,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from hsnetlib import suite
+from hsnetlib.suite import cli, execute, runner, status
+from hsnetlib.suite.state import changed_parameters, read_state, update_state
+from hsnetlib.suite.grid import GridError, Resources, load_grid
+from hsnetlib.suite.paths import resolve
 
 GRIDS = sorted((Path(__file__).resolve().parent.parent / "grids").glob("*.toml"))
 
@@ -37,7 +40,6 @@ def test_expansion_formatting_and_defaults(tmp_path, notebooks):
     path = _grid(tmp_path, notebooks, '''
 [defaults]
 label = "dflt"
-unknown_to_the_notebook = 3   # defaults only reach notebooks that declare them
 
 [[run]]
 name = "r-{value}-{label}"
@@ -51,12 +53,12 @@ needs = ["r-{value}-x"]
 expand = { value = [2] }
 parameters = { label = "{grid_dir}/r-{value}-x" }
 ''')
-    grid = suite.load_grid(path, runs_dir=tmp_path / "runs")
+    grid = load_grid(path, runs_dir=tmp_path / "runs")
     assert [r.name for r in grid.runs] == ["r-1-x", "r-1-y", "r-2-x", "r-2-y", "after-2"]
     first, last = grid.runs[0], grid.runs[-1]
     assert first.parameters == {"label": "x", "value": 1, "out_dir": (tmp_path / "runs/toy/r-1-x").as_posix()}
     assert last.needs == ["r-2-x"] and last.parameters["label"] == (tmp_path / "runs/toy/r-2-x").as_posix()
-    assert "unknown_to_the_notebook" not in last.parameters
+    assert first.parameters["label"] == "x" and grid.runs[1].parameters["label"] == "y"
 
 
 @pytest.mark.parametrize("body, message", [
@@ -72,16 +74,24 @@ parameters = { label = "{grid_dir}/r-{value}-x" }
     ('[resources]\ntime = "2h"\n[[run]]\nname = "a"\nnotebook = "toy.ipynb"\n', r"\[resources\]: resources time='2h'"),
     ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nresources = { cpus = 0 }\n', "cpus=0 is not an integer >= 1"),
     ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nresources = { gpus = true }\n', "gpus=True is not an integer"),
+    ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nresources = { gpus = 3, nodes = 2 }\n', "do not divide over nodes=2"),
+    ('[defaults]\nvalue = "sixty-four"\n[[run]]\nname = "a"\nnotebook = "toy.ipynb"\n',
+     r"\[defaults\]: parameter value='sixty-four' is not a int, as notebook toy.ipynb declares"),
+    ('[defaults]\nvalu = 1\n[[run]]\nname = "a"\nnotebook = "toy.ipynb"\n', r"\[defaults\] 'valu' is a parameter of no notebook"),
+    ('[[run]]\nname = ".."\nnotebook = "toy.ipynb"\n', r"run name '\.\.' is not a plain folder name"),
+    ('[[run]]\nname = "/tmp/x"\nnotebook = "toy.ipynb"\n', "is not a plain folder name"),
+    ('[[run]]\nname = ""\nnotebook = "toy.ipynb"\n', "run name '' is not a plain folder name"),
+    ('[[run]]\nname = "a/{value}"\nnotebook = "toy.ipynb"\nexpand = { value = [1] }\n', "'a/1' is not a plain"),
 ])
 def test_bad_grids_are_refused_before_anything_runs(tmp_path, notebooks, body, message):
     path = _grid(tmp_path, notebooks, body)
-    with pytest.raises(suite.GridError, match=message) as err:
-        suite.load_grid(path, runs_dir=tmp_path / "runs")
+    with pytest.raises(GridError, match=message) as err:
+        load_grid(path, runs_dir=tmp_path / "runs")
     assert str(path) in str(err.value) or "cannot format" in message
 
 
 def test_resources_defaults_and_per_run_overrides(tmp_path, notebooks):
-    grid = suite.load_grid(_grid(tmp_path, notebooks, '''
+    grid = load_grid(_grid(tmp_path, notebooks, '''
 [resources]
 gpus = 1
 time = 60
@@ -98,21 +108,21 @@ name = "small"
 notebook = "toy.ipynb"
 '''), runs_dir=tmp_path / "runs")
     big, small = grid.runs
-    assert big.resources == suite.Resources(gpus=4, cpus=32, mem_gb=200, time=2880, partition="gpu",
+    assert big.resources == Resources(gpus=4, cpus=32, mem_gb=200, time=2880, partition="gpu",
                                             sbatch={"exclusive": True, "comment": "train"})
-    assert small.resources == suite.Resources(gpus=1, time=60, partition="gpu",
+    assert small.resources == Resources(gpus=1, time=60, partition="gpu",
                                               sbatch={"exclusive": True, "comment": "hsnet"})
 
 
 @pytest.mark.parametrize("path", GRIDS, ids=[p.stem for p in GRIDS])
 def test_shipped_grids_load_and_expand(path, tmp_path):
     """A typo in a shipped grid (a parameter, a key, a resource, a need) fails here."""
-    grid = suite.load_grid(path, runs_dir=tmp_path)
+    grid = load_grid(path, runs_dir=tmp_path)
     names = [r.name for r in grid.runs]
     assert grid.runs and len(set(names)) == len(names)
     for run in grid.runs:
         assert run.parameters["out_dir"] == (tmp_path / grid.name / run.name).as_posix()
-        assert set(run.needs) <= set(names) and isinstance(run.resources, suite.Resources)
+        assert set(run.needs) <= set(names) and isinstance(run.resources, Resources)
 
 
 def _outcomes(runs_dir, grid="toy"):
@@ -137,7 +147,7 @@ notebook = "toy.ipynb"
 parameters = { value = 7 }
 """)
     runs = tmp_path / "runs"
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
     out = capsys.readouterr().out
     summary = _outcomes(runs)
     assert summary["status"].to_dict() == {"bad": "failed", "blocked": "blocked", "ok": "done"}
@@ -149,7 +159,7 @@ parameters = { value = 7 }
     assert errors and errors[0].ename == "RuntimeError" and not (runs / "toy" / "bad" / "metrics.json").exists()
     record = json.loads((runs / "toy" / "ok" / "metrics.json").read_text())
     assert record["parameters"] == {"value": 7, "label": "a"} and record["summary"] == {"value": 7}
-    state = suite.read_state(runs / "toy" / "ok")
+    state = read_state(runs / "toy" / "ok")
     assert state["status"] == "done" and state["attempt"] == 1 and state["executor"] == "local"
     assert state["parameters"]["value"] == 7 and state["host"] == os.uname().nodename
 
@@ -158,18 +168,18 @@ parameters = { value = 7 }
     metrics = runs / "toy" / "ok" / "metrics.json"
     metrics.write_text(json.dumps({**record, "marker": "left by the test"}))
     marked = metrics.read_bytes()
-    outcomes = suite.run_grid(suite.load_grid(path, runs), runs, only="ok")
+    outcomes = runner.run_grid(load_grid(path, runs), runs, only="ok")
     assert [(o.run, o.status) for o in outcomes] == [("ok", "skipped")]
     assert metrics.read_bytes() == marked
     (runs / "toy" / "ok" / "leftover.txt").write_text("from an earlier attempt")
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--only", "o*", "--force"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--only", "o*", "--force"]) == 0
     rewritten = json.loads(metrics.read_text())
     assert "marker" not in rewritten and rewritten["summary"] == {"value": 7}
     assert not (runs / "toy" / "ok" / "leftover.txt").exists()
 
     # status: every run with its state, from the state files
     capsys.readouterr()
-    assert suite.main(["status", str(path), "--runs-dir", str(runs)]) == 0
+    assert cli.main(["status", str(path), "--runs-dir", str(runs)]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:4]}
     assert "failed" in rows["bad"] and "RuntimeError: boom on purpose" in rows["bad"]
     assert "blocked" in rows["blocked"] and "needs bad" in rows["blocked"]
@@ -179,13 +189,13 @@ parameters = { value = 7 }
 def test_changed_configuration_is_reported_not_mixed(tmp_path, notebooks):
     body = '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\nparameters = {{ value = {} }}\n'
     runs = tmp_path / "runs"
-    assert suite.main(["run", str(_grid(tmp_path, notebooks, body.format(1))), "--runs-dir", str(runs)]) == 0
+    assert cli.main(["run", str(_grid(tmp_path, notebooks, body.format(1))), "--runs-dir", str(runs)]) == 0
     path = _grid(tmp_path, notebooks, body.format(2))
-    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 1
+    assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 1
     detail = _outcomes(runs).loc["r", "detail"]
     assert "configuration changed" in detail and "value (was 1, now 2)" in detail and "--force" in detail
     assert json.loads((runs / "toy" / "r" / "metrics.json").read_text())["summary"] == {"value": 1}
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--force"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--force"]) == 0
     assert json.loads((runs / "toy" / "r" / "metrics.json").read_text())["summary"] == {"value": 2}
 
 
@@ -202,15 +212,15 @@ notebook = "toy.ipynb"
 parameters = { outcome = "die" }
 """)
     runs = tmp_path / "runs"
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
     summary = _outcomes(runs)
     assert summary["status"].to_dict() == {"silent": "failed", "dies": "failed"}
-    assert summary.loc["silent", "detail"] == "the notebook finished without writing metrics.json"
+    assert summary.loc["silent", "detail"] == "the notebook finished without writing a readable metrics.json"
     assert summary.loc["dies", "detail"].startswith("DeadKernelError")
-    assert suite.read_state(runs / "toy" / "dies")["status"] == "failed"
-    monkeypatch.setattr(suite, "KERNEL_NAME", "no-such-kernel")
+    assert read_state(runs / "toy" / "dies")["status"] == "failed"
+    monkeypatch.setattr(execute, "KERNEL_NAME", "no-such-kernel")
     capsys.readouterr()
-    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 2
+    assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 2
     assert "the Jupyter kernel 'no-such-kernel' is not installed" in capsys.readouterr().err
 
 
@@ -236,7 +246,7 @@ name = "c"
 notebook = "toy.ipynb"
 needs = ["a", "b"]
 """)
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
     records = {n: json.loads((runs / "toy" / n / "metrics.json").read_text()) for n in "abc"}
     a, b, c = records["a"], records["b"], records["c"]
     assert max(a["started"], b["started"]) < min(a["finished"], b["finished"])  # they overlapped
@@ -256,7 +266,7 @@ notebook = "train.ipynb"
 resources = {{ gpus = 2 }}
 parameters = {{ data_root = "{tiny_voc}", epochs = 1 }}
 """)
-    assert suite.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
     run_dir = runs / "toy" / "train"
     assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
     assert (run_dir / "rank1" / "train.ipynb").is_file() and not (run_dir / "rank1" / "metrics.json").exists()
@@ -290,58 +300,282 @@ parameters = {{ data_root = "{tiny_voc}", epochs = 4 }}
     out = first.communicate(timeout=120)[0]
     assert first.returncode == 1, out
     assert "interrupted" in out
-    state = suite.read_state(run_dir)
+    state = read_state(run_dir)
     assert state["status"] == "failed" and state["detail"].startswith("interrupted")
     assert not (run_dir / "metrics.json").exists() and not (run_dir / "params.json").exists()
     interrupted_at = len(epochs_of(run_dir))
     assert 1 <= interrupted_at < 4
 
-    assert suite.main(["run", str(path), "--runs-dir", str(runs)]) == 0
+    assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 0
     env = json.loads((run_dir / "env.json").read_text())
     assert [r["epoch"] for r in env["resumes"]] == [interrupted_at]
-    assert suite.read_state(run_dir)["attempt"] == 2
+    assert read_state(run_dir)["attempt"] == 2
     resumed = epochs_of(run_dir)
     assert len(resumed) == len(reference_training) == 4
     for row, reference in zip(resumed, reference_training):
         assert row == pytest.approx(reference, rel=1e-6)
 
 
-def test_write_run_record_provenance(tmp_path, monkeypatch):
-    monkeypatch.setenv("SLURM_JOB_ID", "42")
-    monkeypatch.setenv("SLURMD_NODENAME", "node7")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    checkpoint = tmp_path / "model.pt"
-    checkpoint.write_bytes(b"weights" * 100)
-    path = suite.write_run_record(tmp_path / "run", "02_evaluate.ipynb", {"fold": 1, "pyramid": (2, 3)},
-                                  {"summary": {"miou": float("nan")}, "evaluations": []}, checkpoint=checkpoint,
-                                  seed=5)
-    record = json.loads(path.read_text())
-    assert record["checkpoint"]["sha256"] == hashlib.sha256(b"weights" * 100).hexdigest()
-    assert record["seed"] == 5 and record["parameters"] == {"fold": 1, "pyramid": [2, 3]}
-    assert record["summary"] == {"miou": None}  # NaN is not JSON
-    assert {"code_version", "torch", "torchvision", "numpy", "device", "written_at"} <= set(record["provenance"])
-    where = {k: record["provenance"][k] for k in ("host", "slurm_job_id", "node", "cuda_visible_devices", "gpus")}
-    assert where == {"host": os.uname().nodename, "slurm_job_id": "42", "node": "node7", "cuda_visible_devices": "",
-                     "gpus": []}
-    params = json.loads((tmp_path / "run" / "params.json").read_text())
-    assert params == {"notebook": "02_evaluate.ipynb", "parameters": {"fold": 1, "pyramid": [2, 3]}, "seed": 5}
-    with pytest.raises(ValueError, match="reserved"):
-        suite.write_run_record(tmp_path / "run", "x.ipynb", {}, {"seed": 1})
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        suite.write_run_record(tmp_path / "run", "x.ipynb", {}, {}, checkpoint=tmp_path / "none.pt")
-    monkeypatch.setenv("RANK", "1")  # other ranks of a multi-GPU run record nothing
-    suite.write_run_record(tmp_path / "rank1", "x.ipynb", {}, {})
-    assert not (tmp_path / "rank1").exists()
-
 
 def test_relative_runs_dir_gives_the_parameters_a_rerun_compares_with(tmp_path, notebooks):
     """`make demo` passes no --runs-dir ("runs", relative); the executed run records the absolute folder. The
     grid must expand to the same parameters either way, or a finished run reads as "configuration changed"."""
     path = _grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\nparameters = { value = 1 }\n')
-    relative, absolute = suite.load_grid(path, "runs"), suite.load_grid(path, suite.resolve("runs"))
+    relative, absolute = load_grid(path, "runs"), load_grid(path, resolve("runs"))
     assert relative.runs[0].parameters == absolute.runs[0].parameters
     out_dir = Path(relative.runs[0].parameters["out_dir"])
-    assert out_dir.is_absolute() and out_dir == suite.resolve("runs") / "toy" / "r"
+    assert out_dir.is_absolute() and out_dir == resolve("runs") / "toy" / "r"
     state_dir = tmp_path / "r"
-    suite.update_state(state_dir, parameters=absolute.runs[0].parameters)
-    assert suite.changed_parameters(relative.runs[0], state_dir) == []
+    update_state(state_dir, parameters=absolute.runs[0].parameters)
+    assert changed_parameters(relative.runs[0], state_dir) == []
+
+
+# -- issue 18: faults and bad inputs ---------------------------------------------------------------------
+def _suite(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m hsnetlib.suite ARGS` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "hsnetlib.suite", *args], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def test_force_validates_for_the_executor_before_clearing_and_user_errors_are_one_line(tmp_path, notebooks):
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n')
+    done = _suite("run", str(path), "--runs-dir", str(runs))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "without encryption" not in done.stdout + done.stderr  # the kernel's chatter goes to the run's log.txt
+    assert "start r (toy.ipynb)" in done.stdout and "[1/1] r: done" in done.stdout
+    record = (runs / "toy" / "r" / "metrics.json").read_bytes()
+    # Slurm needs a time limit: refused before --force clears anything; one line, exit 2, no traceback
+    refused = _suite("run", str(path), "--runs-dir", str(runs), "--executor", "slurm", "--force")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.startswith("error: ") and "no resources time" in refused.stderr
+    assert (runs / "toy" / "r" / "metrics.json").read_bytes() == record
+    for jobs in ("-1", "0"):
+        bad = _suite("run", str(path), "--runs-dir", str(runs), "--jobs", jobs)
+        assert bad.returncode == 2 and "at least 1 run at once" in bad.stderr and "Traceback" not in bad.stderr
+    missing = _suite("status", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: grid file {tmp_path / 'nope.toml'} does not exist"
+
+
+def test_unreadable_states_corrupt_records_and_stale_running_states(tmp_path, notebooks, capsys):
+    runs = tmp_path / "runs"
+    names = ("list", "bytes", "corrupt", "stale-pid", "stale-nopid")
+    path = _grid(tmp_path, notebooks, "".join(f'[[run]]\nname = "{n}"\nnotebook = "toy.ipynb"\n' for n in names))
+    folders = {n: runs / "toy" / n for n in names}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    (folders["list"] / "suite-state.json").write_text("[]")
+    (folders["bytes"] / "suite-state.json").write_bytes(os.urandom(64))
+    (folders["corrupt"] / "metrics.json").write_text('{"summary": {"value": 1')  # a truncated record: not done
+    parameters = {r.name: r.parameters for r in load_grid(path, runs).runs}
+    update_state(folders["stale-pid"], status="running", pid=os.getppid(), host=os.uname().nodename,  # a live pid,
+                 parameters=parameters["stale-pid"])                              # not the run's owner (no lock)
+    update_state(folders["stale-nopid"], status="running", parameters=parameters["stale-nopid"])
+
+    assert cli.main(["status", str(path), "--runs-dir", str(runs)]) == 0
+    out, err = capsys.readouterr()
+    rows = {line.split()[0]: line for line in out.splitlines()[1:6]}
+    assert "unknown" in rows["list"] and f"warning: {folders['list'] / 'suite-state.json'}: unreadable run state" in err
+    assert "unknown" in rows["bytes"] and "pending" in rows["corrupt"]
+    assert "failed" in rows["stale-pid"] and "interrupted" in rows["stale-nopid"]
+    assert cli.main(["status", str(path), "--runs-dir", str(runs), "--cancel"]) == 0
+    assert "cancelled 2 run(s): stale-pid stale-nopid" in capsys.readouterr().out
+    assert read_state(folders["stale-pid"])["status"] == "failed"
+
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 1
+    summary = _outcomes(runs)
+    assert summary["status"].to_dict() == {"list": "failed", "bytes": "failed", "corrupt": "done",
+                                           "stale-pid": "done", "stale-nopid": "done"}
+    assert str(folders["bytes"] / "suite-state.json") in summary.loc["bytes", "detail"]
+    assert "--force" in summary.loc["list", "detail"]
+    assert json.loads((folders["corrupt"] / "metrics.json").read_text())["summary"] == {"value": 1}
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--only", "list", "--force"]) == 0
+    assert read_state(folders["list"])["status"] == "done"
+
+
+def test_one_run_one_owner(tmp_path, notebooks):
+    """A run whose lock another process holds is not started again: not by a second `suite run` that finds it
+    running, nor by one that planned it just before (the executing process checks the lock)."""
+    from hsnetlib.suite.execute import execute as execute_run
+    from hsnetlib.suite.state import RunLock, lock_owner
+
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n')
+    grid = load_grid(path, runs)
+    out_dir = grid.runs[0].out_dir(grid.dir(runs))
+    with RunLock(out_dir) as lock:
+        assert lock.acquire() and not RunLock(out_dir).acquire()
+        assert lock_owner(out_dir) == f"{os.uname().nodename} {os.getpid()}"
+        outcome = execute_run(grid.runs[0], grid.dir(runs))
+        assert outcome.status == "running" and "already running" in outcome.detail
+        assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 0  # its process finds the lock held
+        assert _outcomes(runs).loc["r", "status"] == "running"
+        assert not (out_dir / "started").exists() and not (out_dir / "suite-state.json").exists()
+        update_state(out_dir, status="running", pid=os.getpid(), host=os.uname().nodename)
+        assert cli.main(["run", str(path), "--runs-dir", str(runs), "--force"]) == 0
+        assert "already running" in _outcomes(runs).loc["r", "detail"]
+    assert lock_owner(out_dir) is None  # released: the stale state no longer blocks
+    assert cli.main(["run", str(path), "--runs-dir", str(runs)]) == 0 and read_state(out_dir)["status"] == "done"
+
+
+def test_background_suite_stops_its_runs_on_sigterm(tmp_path, notebooks):
+    """Started from a script in the background (SIGINT ignored, inherited by the runs): SIGTERM stops the run
+    at once (no 60 s wait and SIGKILL), recorded as interrupted."""
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, f'[[run]]\nname = "w"\nnotebook = "toy.ipynb"\n'
+                                      f'parameters = {{ wait_for = "{tmp_path}/never" }}\n')
+    suite_run = subprocess.Popen([sys.executable, "-m", "hsnetlib.suite", "run", str(path), "--runs-dir", str(runs)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    while not (runs / "toy" / "w" / "started").exists():
+        assert suite_run.poll() is None and time.monotonic() < deadline, suite_run.communicate()[0]
+        time.sleep(0.1)
+    stopped = time.monotonic()
+    suite_run.send_signal(signal.SIGTERM)
+    out = suite_run.communicate(timeout=90)[0]
+    assert time.monotonic() - stopped < 40 and suite_run.returncode == 1, out
+    assert "code -9" not in out and "interrupted" in out
+    state = read_state(runs / "toy" / "w")
+    assert state["status"] == "failed" and state["detail"].startswith("interrupted")
+
+
+def test_unconverged_training_is_done_and_its_dependants_run(tmp_path, notebooks, capsys):
+    runs = tmp_path / "runs"
+    path = _grid(tmp_path, notebooks, '[[run]]\nname = "train"\nnotebook = "toy.ipynb"\n'
+                 'parameters = { converged = false }\n[[run]]\nname = "evaluate"\nnotebook = "toy.ipynb"\n'
+                 'needs = ["train"]\n')
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2"]) == 0
+    assert _outcomes(runs)["status"].to_dict() == {"train": "done", "evaluate": "done"}
+    capsys.readouterr()
+    assert cli.main(["status", str(path), "--runs-dir", str(runs)]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:3]}
+    assert "done (not converged)" in rows["train"] and "not converged" not in rows["evaluate"]
+
+
+def test_full_disk_is_named_and_leaves_no_half_file(tmp_path, notebooks, monkeypatch):
+    import errno
+
+    from hsnetlib.suite import jsonfile
+    from hsnetlib.suite.execute import execute as execute_run
+
+    real_replace = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith(".ipynb"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(jsonfile.os, "replace", full)
+    with pytest.raises(OSError, match=f"no space left on device while writing {tmp_path / 'x.ipynb'}"):
+        jsonfile.write_text(tmp_path / "x.ipynb", "{}")
+    assert not list(tmp_path.iterdir())  # no temporary file left
+    runs = tmp_path / "runs"
+    grid = load_grid(_grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n'), runs)
+    outcome = execute_run(grid.runs[0], grid.dir(runs))
+    out_dir = grid.runs[0].out_dir(grid.dir(runs))
+    assert outcome.status == "failed" and "no space left on device while writing" in outcome.detail
+    assert str(out_dir / "toy.ipynb") in outcome.detail and not (out_dir / "toy.ipynb").exists()
+    assert read_state(out_dir)["status"] == "failed" and not (out_dir / "metrics.json").exists()
+
+
+def test_hand_off_and_multi_node_resources(tmp_path, notebooks):
+    """One hand-off file for both executors; G GPUs over N nodes: N nodes with G/N tasks and GPUs each."""
+    from hsnetlib.suite.execute import read_spec, write_spec
+    from hsnetlib.suite.slurm import sbatch_parameters
+
+    grid = load_grid(_grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n'
+                           'resources = { gpus = 8, nodes = 2, time = 60 }\n'), tmp_path / "runs")
+    run, grid_dir = grid.runs[0], grid.dir(tmp_path / "runs")
+    assert read_spec(write_spec(run, grid_dir, "slurm").parent) == (run, grid_dir, "slurm")
+    params = sbatch_parameters(run, grid, [])
+    assert (params["nodes"], params["ntasks_per_node"], params["gpus_per_node"]) == (2, 4, 4)
+
+
+TWO_NODE_TRAINING = '''import sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import TOY_TRAINING
+from hsnetlib.train import TrainConfig, train
+torch.set_num_threads(1)
+train(TrainConfig(**TOY_TRAINING, datapath={data!r}, splits_dir={splits!r}, epochs=1, run_dir={run_dir!r}))
+'''
+
+
+def test_torchrun_over_two_node_groups_trains_as_one_process(tmp_path, tiny_voc, reference_training, monkeypatch):
+    """What a 2-node Slurm job does, on this machine: torchrun --nnodes 2 (two node groups of one process each,
+    gloo, a localhost rendezvous) trains with the same global batch as one process, to the same metrics."""
+    import socket
+
+    from conftest import epochs_of
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    script = tmp_path / "train.py"
+    script.write_text(TWO_NODE_TRAINING.format(tests=str(Path(__file__).parent), data=str(tiny_voc),
+                                               splits=str(tiny_voc / "splits"), run_dir=str(tmp_path / "run")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                               f"--node-rank={rank}", "--master-addr=127.0.0.1", f"--master-port={port}", str(script)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["world_size"] == 2
+    (epoch,) = epochs_of(tmp_path / "run")
+    assert epoch == pytest.approx(reference_training[0], rel=1e-5)
+
+
+# -- smoke runs ----------------------------------------------------------------------------------------------
+PAPER = Path(__file__).resolve().parent.parent / "grids" / "paper.toml"
+
+
+def test_smoke_budget_representatives_and_unsmokable_benchmarks(tmp_path):
+    from hsnetlib import synthetic
+    from hsnetlib.suite import smoke
+
+    grid = load_grid(PAPER, smoke.runs_dir(tmp_path))
+    smoked = smoke.smoke_grid(grid)
+    grid_dir = tmp_path / "smoke" / "paper"
+    for before, run in zip(grid.runs, smoked.runs):
+        assert run.name == before.name and run.needs == before.needs
+        params = run.parameters
+        assert params.get("device", "cpu") == "cpu" and params.get("weights", "none") == "none"
+        assert params.get("img_size", 32) == 32 and params.get("epochs", 1) == 1
+        assert params.get("data_root", f"{tmp_path}/smoke/data") == f"{tmp_path.as_posix()}/smoke/data"
+        assert params.get("results_dir", f"{grid_dir.as_posix()}/results") == f"{grid_dir.as_posix()}/results"
+        assert Path(params["out_dir"]).parent == grid_dir
+        if "checkpoint" in params:  # the smoke's own trainings, never the real ones
+            assert params["checkpoint"].startswith(grid_dir.as_posix())
+    shown = {r.name: r.parameters["show_episodes"] for r in smoked.runs if r.notebook.startswith("10_")}
+    assert shown and all(v == [0] for v in shown.values())
+    names = smoke.representatives(smoked)
+    combos = {(r.notebook, r.parameters.get("benchmark"), json.dumps({k: r.parameters.get(k) for k in smoke.NOTABLE}))
+              for r in smoked.runs}
+    chosen = [r for r in smoked.runs if r.name in names]
+    assert {(r.notebook, r.parameters.get("benchmark"), json.dumps({k: r.parameters.get(k) for k in smoke.NOTABLE}))
+            for r in chosen} == combos
+    assert all(set(r.needs) <= set(names) for r in chosen) and len(names) < len(smoked.runs)
+    missing = smoke.unsmokable(smoked)
+    assert all(smoked.runs[[r.name for r in smoked.runs].index(n)].parameters["benchmark"] not in synthetic.LAYOUTS
+               for n in missing)
+    assert all("no synthetic" in why for why in missing.values())
+
+
+@pytest.mark.smoke
+def test_smoke_of_every_kind_of_paper_run(tmp_path):
+    """One run of every distinct (notebook, benchmark, notable option) combination of grids/paper.toml, with what
+    they need, executed for real at the smoke budget (`make smoke-test`; `make smoke` smokes the whole grid).
+    Runs whose benchmark has no synthetic layout yet (COCO-20i until the generator has one) are left out."""
+    from hsnetlib.suite import smoke
+
+    runs = smoke.runs_dir(tmp_path)
+    smoked = smoke.smoke_grid(load_grid(PAPER, runs))
+    missing = smoke.unsmokable(smoked)
+    names = set(smoke.representatives(smoked))
+    needs_missing = {r.name for r in smoked.runs if set(r.needs) & set(missing)}
+    keep = [r for r in smoked.runs if r.name in names and r.name not in missing and r.name not in needs_missing]
+    results = [r for r in keep if r.notebook == "11_results.ipynb"]
+    outcomes = runner.run_grid(type(smoked)(smoked.name, smoked.path, keep), runs, jobs=2)
+    bad = {o.run: o.detail for o in outcomes if o.status != "done"}
+    assert not bad, bad
+    assert results and len(outcomes) == len(keep)

@@ -1,4 +1,4 @@
-"""The training cache of :mod:`hsnetlib.experiments` (``cache_key``, ``train_model(..., cache_dir=...)``).
+"""The training cache (:mod:`hsnetlib.suite.cache`: ``cache_key``; ``notebook.train_model(..., cache_dir=...)``).
 
 A wrong key silently puts one variant's training into another variant's row of a table, so every
 option a training's result depends on must change the key, and a reused training must be the very
@@ -7,12 +7,15 @@ one that was cached. Tiny CPU trainings on the FSS layout of conftest (64 px, ra
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 
 import pytest
 
-from hsnetlib import experiments
-from hsnetlib.experiments import Data, TrainSettings, cache_key, train_model
+from hsnetlib.suite import cache, notebook
+from hsnetlib.suite.cache import cache_key
+from hsnetlib.suite.notebook import Data
 from hsnetlib.train import TrainConfig
 
 BASE = dict(benchmark="pascal", datapath="data", fold=0, weights=None, img_size=64, bsz=4, epochs=2,
@@ -68,8 +71,13 @@ def test_key_is_stable_and_independent_of_how_values_are_spelt():
 
 
 # -- reuse through train_model -----------------------------------------------------------------------------
-SETTINGS = TrainSettings(backbone="resnet50", weights=None, shot=1, img_size=64, epochs=1, bsz=2, train_episodes=2,
-                         val_episodes=2, seed=0, device="cpu", progress=False)
+PARAMS = dict(fold=0, backbone="resnet50", weights="none", shot=1, img_size=64, epochs=1, bsz=2, lr=1e-3,
+              train_episodes=2, val_episodes=2, seed=0, device="cpu")
+
+
+def train_model(data, run_dir, cache_dir, **variant):
+    config = dataclasses.replace(notebook.train_config(data, run_dir, PARAMS, variant, resume=False), progress=False)
+    return notebook.train_model(config, cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +89,7 @@ def data(fss_root) -> Data:
 def cached(data, tmp_path_factory):
     """A training written into the cache, and the cache folder."""
     base = tmp_path_factory.mktemp("cache")
-    summary = train_model(data, 0, base / "first", SETTINGS, {"support_masking": True}, cache_dir=base / "cache")
+    summary = train_model(data, base / "first", base / "cache", support_masking=True)
     return summary, base
 
 
@@ -98,11 +106,11 @@ def test_first_training_is_trained_and_cached(cached):
 def test_same_training_elsewhere_is_reused_identically(cached, data, monkeypatch):
     first, base = cached
 
-    def no_training(config):
+    def no_training(config, on_epoch=None):
         raise AssertionError(f"trained again instead of reusing the cache: {config}")
 
-    monkeypatch.setattr(experiments, "train", no_training)
-    again = train_model(data, 0, base / "second", SETTINGS, {"support_masking": True}, cache_dir=base / "cache")
+    monkeypatch.setattr(notebook, "train", no_training)
+    again = train_model(data, base / "second", base / "cache", support_masking=True)
     assert again["reused_from"] == str(base / "cache" / cache_key(TrainConfig(**first["config"])))
     assert again["history"] == first["history"]
     assert (again["best_epoch"], again["best_val_miou"]) == (first["best_epoch"], first["best_val_miou"])
@@ -114,8 +122,43 @@ def test_same_training_elsewhere_is_reused_identically(cached, data, monkeypatch
 
 def test_another_variant_trains_anew(cached, data, tmp_path):
     first, base = cached
-    summary = train_model(data, 0, tmp_path / "run", SETTINGS, {"support_masking": False}, cache_dir=base / "cache")
+    summary = train_model(data, tmp_path / "run", base / "cache", support_masking=False)
     assert "reused_from" not in summary and summary["config"]["support_masking"] is False
     assert summary["history"][0]["train_loss"] != first["history"][0]["train_loss"]
     assert (base / "cache" / cache_key(TrainConfig(**summary["config"]))).is_dir()
     assert len(list((base / "cache").iterdir())) == 2
+
+
+# -- storing: another process first is fine, a full disk is an error ------------------------------------------
+def _store_failing_rename(cached, tmp_path, monkeypatch, code):
+    first, base = cached
+    config = TrainConfig(**first["config"])
+
+    def rename(src, dst):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(cache.os, "rename", rename)
+    return cache.store(tmp_path / "cache", config, base / "first", first)
+
+
+def test_a_full_disk_while_storing_is_raised_not_taken_for_another_process(cached, tmp_path, monkeypatch):
+    with pytest.raises(OSError) as err:
+        _store_failing_rename(cached, tmp_path, monkeypatch, errno.ENOSPC)
+    assert err.value.errno == errno.ENOSPC
+    assert list((tmp_path / "cache").iterdir()) == []  # the staging folder removed, no entry
+
+
+def test_another_process_storing_first_is_fine(cached, tmp_path, monkeypatch):
+    first, base = cached
+    config = TrainConfig(**first["config"])
+    entry = cache.entry_dir(tmp_path / "cache", config)
+    real_rename = os.rename
+
+    def rename(src, dst):  # the other process renames its entry into place just before this one
+        real_rename(src, dst)
+        raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY))
+
+    monkeypatch.setattr(cache.os, "rename", rename)
+    assert cache.store(tmp_path / "cache", config, base / "first", first) == entry
+    assert (entry / "summary.json").is_file()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]

@@ -1,15 +1,19 @@
-"""The paper's published HSNet numbers, as data, so that our results can sit beside them.
+"""The published numbers, as data, so that our results can sit beside them.
 
 Transcribed from /work/shared/paper/hsnet-paper.md (Min, Kang, Cho, ICCV 2021): only the HSNet rows
 of Tables 1, 2, 3, 4, A1, A2, A3 and A4, with every per-fold value. Other methods' rows are not
-kept: this suite reproduces HSNet, it does not re-run the baselines of the comparison tables.
+kept: this suite reproduces HSNet, it does not re-run the baselines of the comparison tables. The one
+exception is the cross-domain table (:data:`CDFSS`, PATNet's Table 1, from
+/work/shared/spec/cdfss-protocol.md section 6): HSNet's row, and PATNet's row for reference only.
 
 Each :class:`PaperTable` also describes the table's layout (benchmarks, shots, columns, and which
-model option tells its rows apart), which :mod:`hsnetlib.results` uses to put runs in the same
+model option tells its rows apart), which :mod:`hsnetlib.results.tables` uses to put runs in the same
 cells. Columns: ``fold0`` .. ``fold3`` (5^i on PASCAL-5i, 20^i on COCO-20i), ``mean`` (mIoU averaged
 over the folds; the only column of FSS-1000, which has a single test split), ``fbiou`` (FB-IoU
 averaged over the folds) and the model columns ``params_M`` (learnable parameters, millions),
-``time_ms`` (1-shot per-episode inference), ``memory_gb`` and ``gflops``.
+``time_ms`` (1-shot per-episode inference), ``memory_gb`` and ``gflops``. A table laid out by
+``targets`` (the cross-domain one) has one column per test benchmark instead of one per fold, and
+``mean`` averages the targets.
 
 Values the paper does not give are ``None``:
 
@@ -39,7 +43,6 @@ COLUMN_LABELS = {
     "fbiou": "FB-IoU", "params_M": "# learnable params (M)", "time_ms": "time (ms)",
     "memory_gb": "memory (GB)", "gflops": "FLOPs (G)",
 }
-BENCHMARK_LABELS = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "fss": "FSS-1000"}
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,16 @@ class PaperRow:
 
     ``values`` maps (shot, column) to the number; model columns use shot ``None``.
     ``row_value`` is the value of the table's distinguishing model option (``PaperTable.row_field``).
+    A row without ``values`` is a line the table expects a run for but the paper does not have (a
+    new backbone); a ``reference`` row is another method's, shown for reference and never matched
+    with our runs.
     """
     label: str
     benchmark: str
     backbone: str
     values: dict[tuple[int | None, str], float | None]
     row_value: Any = None
+    reference: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,15 @@ class PaperTable:
     ignore_label: bool | None = True   # PASCAL boundary handling of the evaluation; None: not relevant
     figure: str | None = None          # the figure that plots the same numbers
     notes: str = ""
+    layout: str = "folds"              # "folds": a column per fold; "targets": a column per test benchmark
+    train_benchmark: str | None = None  # the training benchmark of every run of the table (None: the test's)
+    studies: dict[str, tuple[Any, ...] | None] = field(default_factory=lambda: {"main": None})
+    # ^ which studies (the `study` of an evaluation) fill the table, with which row values (None: any). An
+    #   ablation's reference variant has the default options but was trained with the ablation's budget, so
+    #   it appears in the ablation's table only.
+    source: str = ""                   # the notebooks (and grid runs) that produce the table
+    paper_backbones_only: bool = True  # lines of the paper's backbones only (others: "HSNet across backbones")
+    decimals: int = 1                  # of the published mIoU, as printed
 
 
 def _shots(columns: tuple[str, ...], **per_shot: list[float | None]) -> dict[tuple[int | None, str], float | None]:
@@ -85,10 +101,10 @@ def _shots(columns: tuple[str, ...], **per_shot: list[float | None]) -> dict[tup
 
 
 def _row(label: str, benchmark: str, backbone: str, columns: tuple[str, ...], row_value: Any = None,
-         model: dict[str, float] | None = None, **per_shot: list[float | None]) -> PaperRow:
+         model: dict[str, float] | None = None, reference: bool = False, **per_shot: list[float | None]) -> PaperRow:
     """A PaperRow from per-shot lists in column order (see :func:`_shots`) and shot-independent model values."""
     values = {**_shots(columns, **per_shot), **{(None, c): v for c, v in (model or {}).items()}}
-    return PaperRow(label, benchmark, backbone, values, row_value=row_value)
+    return PaperRow(label, benchmark, backbone, values, row_value=row_value, reference=reference)
 
 
 def _hsnet_rows(benchmark: str, columns: tuple[str, ...], per_backbone: dict[str, dict[str, list[float | None]]],
@@ -102,6 +118,9 @@ PASCAL_COLUMNS = FOLD_COLUMNS + ("fbiou",)
 
 TABLE1 = PaperTable(
     key="table1",
+    studies={"main": None, "support_masking": (False,)},
+    source="02_evaluate.ipynb (ignore_label on, per backbone and fold; grids: `evaluate-*`), "
+           "08_no_support_masking.ipynb for the † row",
     title="Table 1: PASCAL-5i, mIoU and FB-IoU (with ignore_label)",
     benchmarks=("pascal",), shots=(1, 5), columns=PASCAL_COLUMNS, model_columns=("params_M",),
     row_field="support_masking", row_labels={True: "HSNet", False: "HSNet† (no support masking)"},
@@ -120,17 +139,19 @@ TABLE1 = PaperTable(
 
 TABLE2 = PaperTable(
     key="table2",
+    source="02_evaluate.ipynb on COCO-20i (grids/paper.toml: `coco-evaluate-*`)",
     title="Table 2: COCO-20i, mIoU and FB-IoU",
     benchmarks=("coco",), shots=(1, 5), columns=PASCAL_COLUMNS, ignore_label=None,
     rows=_hsnet_rows("coco", PASCAL_COLUMNS, {
         "resnet50": {"one": [36.3, 43.1, 38.7, 38.7, 39.2, 68.2], "five": [43.3, 51.3, 48.2, 45.0, 46.9, None]},
         "resnet101": {"one": [37.2, 44.1, 42.4, 41.3, 41.2, 69.1], "five": [45.9, 53.0, 51.8, 47.1, 49.5, None]},
     }),
-    notes="5-shot FB-IoU is missing from the paper's markdown transcription (see hsnetlib.paper.MISSING).",
+    notes="5-shot FB-IoU is missing from the paper's markdown transcription (see hsnetlib.results.paper.MISSING).",
 )
 
 TABLE3 = PaperTable(
     key="table3",
+    source="02_evaluate.ipynb on FSS-1000 (grids/paper.toml: `fss-evaluate-*`)",
     title="Table 3: FSS-1000, mIoU",
     benchmarks=("fss",), shots=(1, 5), columns=("mean",), ignore_label=None,
     rows=_hsnet_rows("fss", ("mean",), {
@@ -139,11 +160,13 @@ TABLE3 = PaperTable(
         "resnet101": {"one": [86.5], "five": [None]},
     }),
     notes="FSS-1000 has one test split (240 classes): 'mean' is its mIoU. VGG16 and ResNet101 5-shot values "
-          "are missing from the paper's markdown transcription (see hsnetlib.paper.MISSING).",
+          "are missing from the paper's markdown transcription (see hsnetlib.results.paper.MISSING).",
 )
 
 TABLE4 = PaperTable(
     key="table4",
+    studies={"kernel": None},
+    source="05_ablation_kernel.ipynb (mIoU per kernel, and size / time / memory / FLOPs)",
     title="Table 4: 4D kernels (PASCAL-5i, ResNet101): mIoU, model size, time, memory, FLOPs",
     benchmarks=("pascal",), shots=(1, 5), columns=FOLD_COLUMNS, model_columns=MODEL_COLUMNS,
     row_field="kernel",
@@ -167,6 +190,7 @@ TABLE4 = PaperTable(
 
 TABLE_A1 = PaperTable(
     key="tableA1",
+    source="02_evaluate.ipynb with ignore_label=false (grids: `evaluate-noignore-*`)",
     title="Table A1: PASCAL-5i without ignore_label, mIoU and FB-IoU",
     benchmarks=("pascal",), shots=(1, 5), columns=PASCAL_COLUMNS, model_columns=("params_M",),
     ignore_label=False,
@@ -180,6 +204,7 @@ TABLE_A1 = PaperTable(
 
 TABLE_A2 = PaperTable(
     key="tableA2",
+    source="02_evaluate.ipynb with nshot 1, 5, 10 (ResNet50)",
     title="Table A2: K-shot mIoU (K = 1, 5, 10), ResNet50",
     benchmarks=("pascal", "coco"), shots=(1, 5, 10), columns=("mean",),
     rows=(
@@ -191,6 +216,8 @@ TABLE_A2 = PaperTable(
 
 TABLE_A3 = PaperTable(
     key="tableA3",
+    studies={"hypercorrelation": None},
+    source="03_ablation_hypercorrelation.ipynb",
     title="Table A3 / Figure 6: hypercorrelation ablation (PASCAL-5i, ResNet101), mIoU",
     benchmarks=("pascal",), shots=(1, 5), columns=FOLD_COLUMNS, figure="fig6",
     row_field="hypercorrelation",
@@ -208,6 +235,8 @@ TABLE_A3 = PaperTable(
 
 TABLE_A4 = PaperTable(
     key="tableA4",
+    studies={"pyramid": None},
+    source="04_ablation_pyramid.ipynb",
     title="Table A4 / Figure 7: pyramid-layer ablation (PASCAL-5i, ResNet101), mIoU",
     benchmarks=("pascal",), shots=(1, 5), columns=FOLD_COLUMNS, figure="fig7",
     row_field="pyramid",
@@ -223,10 +252,56 @@ TABLE_A4 = PaperTable(
     notes="Pyramid levels p = 1 (finest) .. 3 (deepest) fed to the encoder.",
 )
 
-TABLES: dict[str, PaperTable] = {t.key: t for t in (TABLE1, TABLE2, TABLE3, TABLE4, TABLE_A1, TABLE_A2,
-                                                      TABLE_A3, TABLE_A4)}
+CDFSS_TARGETS = ("deepglobe", "isic", "lung", "fss")
+CDFSS_COLUMNS = (*CDFSS_TARGETS, "mean")
 
-# Figures with numbers only in plots.
+CDFSS = PaperTable(
+    key="cdfss",
+    source="02_evaluate.ipynb on each target with the one model trained on pascal-all and selected on FSS-1000 "
+           "val (grids/cdfss.toml)",
+    title="Cross-domain (PATNet Table 1): trained on PASCAL VOC (all 20 classes), mIoU on Deepglobe, ISIC2018, "
+          "Chest X-ray, FSS-1000",
+    benchmarks=CDFSS_TARGETS, shots=(1, 5), columns=CDFSS_COLUMNS, ignore_label=None, layout="targets",
+    train_benchmark="pascal-all", paper_backbones_only=False, decimals=2,
+    rows=(
+        _row("HSNet", "pascal-all", "resnet50", CDFSS_COLUMNS,
+             one=[29.65, 31.20, 51.88, 77.53, 47.57], five=[35.08, 35.10, 54.36, 80.99, 51.38]),
+        _row("PATNet (with test-time fine-tuning)", "pascal-all", "resnet50", CDFSS_COLUMNS, reference=True,
+             one=[37.89, 41.16, 66.61, 78.59, 56.06], five=[42.97, 53.58, 70.20, 81.23, 61.99]),
+    ),
+    notes="Published rows: PATNet's Table 1 (ResNet-50, trained on PASCAL), as reprinted by later CD-FSS papers "
+          "(a secondary source, cross-checked; see the CD-FSS protocol, section 6). PATNet's row is for reference "
+          "only: its numbers include per-episode test-time fine-tuning, which HSNet does not do, so ours are "
+          "compared with HSNet's row only. `mean` averages the four targets (every target needed). Chest X-ray "
+          "has one class: its mIoU is the foreground IoU pooled over the 600 episodes.",
+)
+
+TABLES: dict[str, PaperTable] = {t.key: t for t in (TABLE1, TABLE2, TABLE3, TABLE4, TABLE_A1, TABLE_A2,
+                                                      TABLE_A3, TABLE_A4, CDFSS)}
+PAPER_BACKBONES = tuple(dict.fromkeys(row.backbone for table in TABLES.values() for row in table.rows))
+
+
+def backbones_table(backbones: tuple[str, ...]) -> PaperTable:
+    """"HSNet across backbones": the paper's ResNet50/101 rows of Tables 1 and 2 beside one line per backbone of
+    `backbones` (the paper has no number for them: a line without a run reads "no run")."""
+    published = {b: tuple(r for r in t.rows if r.backbone in ("resnet50", "resnet101") and r.row_value is not False)
+                 for b, t in (("pascal", TABLE1), ("coco", TABLE2))}
+    rows = tuple(row for benchmark, paper_rows in published.items() for row in
+                 (*paper_rows, *(PaperRow("HSNet", benchmark, name, {}) for name in backbones)))
+    return PaperTable(
+        key="backbones",
+        source="02_evaluate.ipynb per backbone (grids/backbones.toml)",
+        title="HSNet across backbones: PASCAL-5i and COCO-20i, mIoU and FB-IoU",
+        benchmarks=("pascal", "coco"), shots=(1, 5), columns=PASCAL_COLUMNS, rows=rows, paper_backbones_only=False,
+        notes="ResNet50/101 rows: the paper's Tables 1 and 2. The other backbones have no published HSNet "
+              "numbers: their lines read `no run` until grids/backbones.toml has run them.",
+    )
+
+# Figures with numbers only in plots, and the notebooks whose runs draw them.
+FIGURE_SOURCES = {
+    "fig9": "06_ablation_block_layers.ipynb (evaluations, and the training histories of each variant)",
+    "fig10": "07_ablation_finetune.ipynb (the training histories of both variants, per fold)",
+}
 FIGURES_WITHOUT_NUMBERS = {
     "fig9": "Figure 9 (mIoU and model size vs. number of 4D layers per block, PASCAL-5i, ResNet101): "
             "the paper gives no numbers in the text; it states that accuracy improves up to three layers "

@@ -1,0 +1,384 @@
+"""What the notebooks call: their parameters' values and run folder, the parameters checked before any work, the
+data (the synthetic benchmark is generated on demand), the translation of notebook values into a TrainConfig,
+training (with the training cache) and evaluating a model, trivial baselines, profiles, and the entries of the run
+record (:mod:`hsnetlib.suite.records`).
+
+Notebook parameters cannot be None (TOML grids have no null), so "none" stands for no backbone weights, "auto"
+for the automatic device and 0 for "all" episodes: :func:`weights_arg`, :func:`device_arg` and :func:`count_arg`
+translate them; :func:`train_config` is the one place where notebook parameters become a TrainConfig.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from hsnetlib import model as model_module
+from hsnetlib import predict, synthetic
+from hsnetlib.data import NFOLDS, FewShotDataset, build_dataset
+from hsnetlib.evaluate import EvalResult, evaluate
+from hsnetlib.model import HSNet, HSNetConfig
+from hsnetlib.profile import profile_model
+from hsnetlib.suite import cache
+from hsnetlib.suite.grid import notebook_parameters
+from hsnetlib.suite.paths import resolve
+from hsnetlib.suite.records import (MAIN_STUDY, EvaluationEntry, ProfileEntry, Scores, TrainingEntry,
+                                    write_run_record)
+from hsnetlib.train import TrainConfig, build_datasets, check_resumable, train
+
+
+def output_dir(out_dir: str | os.PathLike) -> Path:
+    """A notebook's run folder (resolved like :func:`hsnetlib.suite.paths.resolve`), created if missing."""
+    path = resolve(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def notebook_params(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The current values (defaults or injected) of the parameters a notebook declares.
+
+    Call it in the notebook right after the parameters cell: ``params = notebook_params("x.ipynb", globals())``.
+    """
+    names = notebook_parameters(notebook)
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise NameError(f"parameters {missing} of {notebook} are not defined; run its parameters cell first")
+    return {n: namespace[n] for n in names}
+
+
+# -- notebook values -> library values (TOML grids have no null: "none", "auto" and 0 stand for None) ----------
+RESUME = {"auto": "auto", "fresh": False, "continue": True}  # notebook value -> TrainConfig.resume
+
+
+def weights_arg(weights: str) -> str | None:
+    """Notebook value -> HSNet weights: "none" -> None (random init), else "imagenet" or a path."""
+    if weights == "none":
+        return None
+    return weights if weights == "imagenet" else str(resolve(weights))
+
+
+def device_arg(device: str) -> str | None:
+    """Notebook value -> device: "auto" -> None (CUDA when available, else CPU)."""
+    if device != "auto" and device != "cpu" and not str(device).startswith("cuda"):
+        raise ValueError(f"device={device!r}: choose 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return None if device == "auto" else device
+
+
+def count_arg(count: int, name: str = "episodes") -> int | None:
+    """Notebook value -> episode count: 0 means all (None)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"{name}={count!r}: expected an integer >= 0 (0 = all)")
+    return count or None
+
+
+def resume_arg(resume: str) -> bool | str:
+    """Notebook value -> TrainConfig.resume: "auto" (continue an interrupted training, else start), "fresh"
+    (start afresh: what run_dir holds is removed), "continue" (resume; an error without last.pt)."""
+    if resume not in RESUME:
+        raise ValueError(f"resume={resume!r}: choose one of {sorted(RESUME)}")
+    return RESUME[resume]
+
+
+def variant_fields() -> list[str]:
+    """The model options an ablation varies: HSNetConfig's fields marked ``variant=True``
+    (:func:`hsnetlib.model.variant_fields`; until the core's field metadata lands in this branch, every
+    HSNetConfig field but the backbone and its weights)."""
+    marked = getattr(model_module, "variant_fields", None)
+    if marked is not None:
+        return list(marked())
+    return [f.name for f in dataclasses.fields(HSNetConfig) if f.name not in ("backbone", "weights")]
+
+
+def variant_of(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The model options (:func:`variant_fields`) among a notebook's parameter values (pyramid as a tuple)."""
+    return {k: tuple(params[k]) if isinstance(params[k], list) else params[k] for k in variant_fields() if k in params}
+
+
+# -- data --------------------------------------------------------------------------------------------------
+# The synthetic benchmark the notebooks generate when `synthetic` is on and the root lacks it:
+# small enough to write in seconds, large enough for the demo.
+SYNTHETIC = {
+    "pascal": dict(images_per_class=40, val_images_per_class=12, size=128),
+    "fss": dict(n_classes=20, images_per_class=10, size=128),
+}
+
+
+@dataclass(frozen=True)
+class Data:
+    """A benchmark's data root, and whether it is the synthetic stand-in."""
+    benchmark: str           # loader layout: "pascal" | "coco" | "fss"
+    root: Path
+    synthetic: bool
+
+    @property
+    def dataset(self) -> str:
+        """The label results use: the benchmark, prefixed "synthetic-" for the synthetic data."""
+        return f"synthetic-{self.benchmark}" if self.synthetic else self.benchmark
+
+    @property
+    def splits_dir(self) -> Path | None:
+        return self.root / "splits" if self.synthetic else None
+
+    def build(self, fold: int, split: str, shot: int, img_size: int, **options: Any) -> FewShotDataset:
+        return build_dataset(self.benchmark, self.root, fold, split, shot, img_size=img_size,
+                             splits_dir=self.splits_dir, **options)
+
+
+def _synthetic_layouts(root: Path) -> dict[str, Any]:
+    manifest = root / synthetic.MANIFEST_NAME
+    return json.loads(manifest.read_text()).get("layouts", {}) if manifest.is_file() else {}
+
+
+def prepare_data(benchmark: str, data_root: str, synthetic_data: bool) -> Data:
+    """The data of `benchmark` under `data_root`; with `synthetic_data`, generate it there if missing (or
+    written with other settings than :data:`SYNTHETIC`).
+
+    Real data is never generated: a missing real benchmark is an error from the loader naming the path
+    (README "Data sets"), and a root that holds the synthetic benchmark cannot be used as real data.
+    """
+    root = resolve(data_root)
+    layouts = _synthetic_layouts(root)
+    if synthetic_data:
+        if benchmark not in SYNTHETIC:
+            raise ValueError(f"there is no synthetic {benchmark!r} benchmark; choose one of {sorted(SYNTHETIC)}")
+        written = layouts.get(benchmark, {})
+        wanted = SYNTHETIC[benchmark]
+        if written.get("seed") != 0 or any(written.get("params", {}).get(k) != v for k, v in wanted.items()):
+            print(f"generating the synthetic {benchmark} benchmark under {root} ...")
+            synthetic.generate(root, layout=benchmark, seed=0, **SYNTHETIC[benchmark])
+    elif benchmark in layouts:
+        raise ValueError(f"{root} holds the synthetic {benchmark} benchmark ({synthetic.MANIFEST_NAME}); "
+                         "set synthetic=True, or point data_root at the real data")
+    return Data(benchmark, root, synthetic_data)
+
+
+def check_data_params(params: Mapping[str, Any]) -> None:
+    """The benchmark, fold and (when given) shots and episodes of a notebook's parameters, checked before any work:
+    a bad value is an error naming the parameter."""
+    benchmark, fold = params["benchmark"], params["fold"]
+    if benchmark not in NFOLDS:
+        raise ValueError(f"benchmark={benchmark!r}: choose one of {sorted(NFOLDS)}")
+    if benchmark in NFOLDS and not (isinstance(fold, int) and not isinstance(fold, bool)
+                                    and 0 <= fold < NFOLDS[benchmark]):
+        raise ValueError(f"fold={fold!r} out of range for {benchmark} (0..{NFOLDS[benchmark] - 1})")
+    if params.get("synthetic") and benchmark not in SYNTHETIC:
+        raise ValueError(f"synthetic=True: there is no synthetic {benchmark!r} benchmark; choose one of "
+                         f"{sorted(SYNTHETIC)}")
+    for k in params.get("shots", []):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"shots={params['shots']!r}: every K must be an integer >= 1")
+    if "episodes" in params:
+        count_arg(params["episodes"], "episodes")
+    if "device" in params:
+        device_arg(params["device"])
+
+
+# -- training ------------------------------------------------------------------------------------------------
+# Validation mIoU (percent) a training must reach to count as having left the all-background solution
+# that training starts from (all-background scores 0; a training still there reads as "not converged").
+CONVERGED_MIOU = 10.0
+# Notebook parameters copied to TrainConfig when a notebook declares them (else TrainConfig's default).
+OPTIONAL_TRAIN_PARAMS = ("shot", "backbone_lr")
+
+
+def train_config(data: Data, run_dir: str | os.PathLike, params: Mapping[str, Any],
+                 variant: Mapping[str, Any] | None = None, resume: bool | str | None = None) -> TrainConfig:
+    """The TrainConfig of a notebook's training parameters (notebook values: weights "none", counts 0 = all,
+    device "auto", resume "auto" | "fresh" | "continue"); the model options are those among the parameters
+    (:func:`variant_of`) updated by `variant`; `resume` (TrainConfig's) overrides ``params["resume"]``.
+
+    The one place where notebook parameters become a training configuration.
+    """
+    if resume is None:
+        resume = resume_arg(params.get("resume", "fresh"))
+    model = {**variant_of(params), **(variant or {})}
+    return TrainConfig(
+        benchmark=data.benchmark, datapath=str(data.root),
+        splits_dir=None if data.splits_dir is None else str(data.splits_dir),
+        fold=params["fold"], backbone=params["backbone"], weights=weights_arg(params["weights"]),
+        img_size=params["img_size"], epochs=params["epochs"], bsz=params["bsz"], lr=params["lr"],
+        train_episodes_per_epoch=count_arg(params["train_episodes"], "train_episodes"),
+        val_episodes=count_arg(params["val_episodes"], "val_episodes"), seed=params["seed"],
+        device=device_arg(params["device"]), run_dir=str(resolve(run_dir)), resume=resume,
+        **{k: params[k] for k in OPTIONAL_TRAIN_PARAMS if k in params}, **model)
+
+
+def check_train_params(params: Mapping[str, Any]) -> TrainConfig:
+    """Check a training notebook's parameters before any work (the cell after the parameters cell): the data's
+    (:func:`check_data_params`) and everything TrainConfig and HSNetConfig check; returns the TrainConfig
+    (of the data root as given, before any synthetic data is generated)."""
+    check_data_params(params)
+    data = Data(params["benchmark"], resolve(params["data_root"]), bool(params.get("synthetic")))
+    config = train_config(data, params.get("out_dir", "."), params)
+    config.model_config()  # the model's options (choices, ranges)
+    return config
+
+
+def train_model(config: TrainConfig, cache_dir: str | os.PathLike | None = None,
+                on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train with :func:`hsnetlib.train.train`; returns its summary (run_dir, history, ..., config).
+
+    ``config.resume`` False removes what an earlier training left in run_dir first, so the run trains afresh;
+    "auto" continues an interrupted training in run_dir (a finished one is returned as it is) and starts one
+    otherwise; True continues and fails without last.pt. With `cache_dir`, a training whose result-relevant
+    configuration was trained there before is not repeated (:mod:`hsnetlib.suite.cache`): its files are put
+    into run_dir and the summary says ``reused_from``. `on_epoch(row)` is called after every epoch trained here.
+    """
+    run_dir = Path(config.run_dir)
+    if config.resume is False:
+        cache.clear_training(run_dir)
+    if config.resume is not False and (run_dir / "last.pt").is_file():
+        check_resumable(run_dir, config)  # a different configuration is reported, never replaced or mixed
+    summary = cache.fetch(cache_dir, config, run_dir) if cache_dir and config.resume is not True else None
+    if summary is None:
+        summary = train(config, on_epoch=on_epoch)
+        if cache_dir:
+            cache.store(cache_dir, config, run_dir, summary)
+    summary["config"] = config.to_dict()
+    return summary
+
+
+def converged(history: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether a training left the all-background solution: some epoch's validation mIoU reached
+    :data:`CONVERGED_MIOU`."""
+    return any(row["val_miou"] >= CONVERGED_MIOU for row in history)
+
+
+class ConstantMask(nn.Module):
+    """A trivial predictor: every pixel foreground (value 1) or background (value 0)."""
+
+    def __init__(self, value: int):
+        super().__init__()
+        self.value = value
+
+    def predict_mask(self, query_img: torch.Tensor, support_imgs: torch.Tensor, support_masks: torch.Tensor,
+                     original_size: tuple[int, int] | None = None) -> torch.Tensor:
+        size = tuple(original_size) if original_size is not None else tuple(query_img.shape[-2:])
+        return torch.full((query_img.shape[0], *size), self.value, dtype=torch.long, device=query_img.device)
+
+
+BASELINES = (("all_foreground", 1), ("all_background", 0))
+
+
+def validation_baselines(summary: Mapping[str, Any]) -> dict[str, float]:
+    """mIoU of the all-foreground and all-background predictions on a training's validation episodes (the
+    first ``val_episodes`` of its validation split, scored like its validation mIoU)."""
+    config = TrainConfig(**summary["config"])
+    _, val_ds = build_datasets(config)
+    return {name: evaluate(ConstantMask(value), val_ds, nshot=config.shot, max_episodes=config.val_episodes,
+                           progress=False).miou for name, value in BASELINES}
+
+
+def training_entry(summary: Mapping[str, Any], data: Data, study: str, label: str) -> TrainingEntry:
+    """The `trainings` entry of a run record for one training summary (its full history, whether it converged)."""
+    config = summary["config"]
+    return TrainingEntry(
+        study=study, label=label, benchmark=data.benchmark, dataset=data.dataset, synthetic=data.synthetic,
+        fold=config["fold"], model=dataclasses.asdict(TrainConfig(**config).model_config()), shot=config["shot"],
+        img_size=config["img_size"], epochs=summary["epochs"], bsz=config["bsz"], lr=config["lr"],
+        train_episodes=config["train_episodes_per_epoch"], val_episodes=config["val_episodes"],
+        best_epoch=summary["best_epoch"], best_val_miou=summary["best_val_miou"],
+        converged=converged(summary["history"]), history=list(summary["history"]), run_dir=summary["run_dir"],
+        checkpoint=summary["best_checkpoint"], reused_from=summary.get("reused_from"))
+
+
+# The notebooks' small model is 01_train.ipynb's defaults: 02, 09, 10 and 11 use it when they get no checkpoint,
+# trained once into the training cache, then found there.
+TRAIN_NOTEBOOK = "01_train.ipynb"
+
+
+def small_model_params() -> dict[str, Any]:
+    """The default parameter values of 01_train.ipynb (its parameters cell): the notebooks' small model."""
+    return {name: ast.literal_eval(p["default"]) for name, p in notebook_parameters(TRAIN_NOTEBOOK).items()}
+
+
+def notebook_model(data: Data, fold: int, run_dir: str | os.PathLike, device: str,
+                   cache_dir: str | os.PathLike | None) -> dict[str, Any]:
+    """The summary of the notebooks' small model (:func:`small_model_params`) on `data` and `fold`, trained into
+    run_dir unless `cache_dir` already holds it."""
+    params = {**small_model_params(), "fold": fold, "device": device}
+    return train_model(train_config(data, run_dir, params, resume="auto"), cache_dir=cache_dir)
+
+
+# -- evaluation ----------------------------------------------------------------------------------------------
+def load_model(checkpoint: str, device: str | torch.device | None = None, backbone: str | None = None) -> HSNet:
+    """An hsnetlib checkpoint (best.pt, HSNet.save) or an authors' released best_model.pt, the path taken from
+    the project root (:func:`hsnetlib.predict.load_model`; ``backbone``, when given, must match)."""
+    model = predict.load_model(resolve(checkpoint), backbone=backbone)
+    return model.to(device) if device is not None else model
+
+
+def _scores(result: EvalResult) -> Scores:
+    return Scores(miou=result.miou, fbiou=result.fbiou, ci95=list(result.ci95))
+
+
+def evaluate_model(model: nn.Module, data: Data, fold: int, nshot: int, img_size: int, *, study: str = MAIN_STUDY,
+                   label: str = "HSNet", ignore_label: bool = True, original_size: bool = False,
+                   episodes: int | None = None, seed: int = 0, device: str | torch.device | None = None,
+                   baselines: bool = True, checkpoint: str | os.PathLike | None = None, progress: bool = True,
+                   batch_size: int = 8) -> tuple[EvaluationEntry, EvalResult]:
+    """Score `model` on the fold's test episodes; returns (the `evaluations` entry, the EvalResult).
+
+    `episodes`: how many test episodes (None: the benchmark's test-episode count). `batch_size` only changes
+    speed. With `baselines`, all-foreground and all-background predictions are scored on the same episodes by
+    the same evaluation.
+    """
+    dataset = data.build(fold, "test", nshot, img_size, use_original_imgsize=original_size)
+    run = dict(nshot=nshot, seed=seed, device=device, ignore_label=ignore_label, max_episodes=episodes,
+               batch_size=batch_size)
+    result = evaluate(model, dataset, progress=progress, **run)
+    scores = _scores(result)
+    entry = EvaluationEntry(
+        study=study, label=label, benchmark=data.benchmark, dataset=data.dataset, synthetic=data.synthetic,
+        fold=fold, nshot=nshot, ignore_label=ignore_label, img_size=img_size, original_size=original_size,
+        episodes=len(result.episodes), seed=seed, model=dataclasses.asdict(model.config),
+        learnable_params=model.num_learnable_parameters(),
+        checkpoint=None if checkpoint is None else str(resolve(checkpoint)),
+        miou=scores.miou, fbiou=scores.fbiou, ci95=scores.ci95,
+        per_class=result.per_class[["class_id", "class_name", "episodes", "iou"]].to_dict("records"))
+    if baselines:
+        entry.baselines = {name: _scores(evaluate(ConstantMask(value), dataset, progress=False, **run))
+                           for name, value in BASELINES}
+    return entry, result
+
+
+def profile_entry(model: HSNet, study: str, label: str, img_size: int, device: str | torch.device | None = None,
+                  repeats: int = 10) -> ProfileEntry:
+    """The `profiles` entry: size, 1-shot time, memory and FLOPs (:func:`hsnetlib.profile.profile_model`)."""
+    profile = profile_model(model, img_size=img_size, nshot=1, device=device, repeats=repeats)
+    return ProfileEntry(study=study, label=label, model=dataclasses.asdict(model.config), profile=profile.to_dict())
+
+
+# Parameters that say where and how a notebook runs, not what it trains.
+RUN_PARAMS = ("device", "resume", "train_cache", "out_dir")
+
+
+def is_small_model(params: Mapping[str, Any]) -> bool:
+    """Whether a training notebook's parameters are 01_train.ipynb's defaults (up to :data:`RUN_PARAMS`): the
+    notebooks' small model, which is expected to learn (beat the trivial baselines)."""
+    return all(params.get(k) == v for k, v in small_model_params().items() if k not in RUN_PARAMS)
+
+
+def example_records(runs_dir: str | os.PathLike, cache_dir: str | os.PathLike | None, episodes: int = 40) -> Path:
+    """A small, real set of run records for 11_results.ipynb's default run (no runs folder given): the notebooks'
+    small model on the synthetic benchmark (fold 0), its training and its 1-shot evaluation with baselines,
+    recorded under `runs_dir`."""
+    runs_dir = resolve(runs_dir)
+    data = prepare_data("pascal", "data/synthetic", True)
+    summary = notebook_model(data, 0, runs_dir / "train", "auto", cache_dir)
+    entry, _ = evaluate_model(HSNet.load(summary["best_checkpoint"]), data, 0, 1, summary["config"]["img_size"],
+                              episodes=episodes, checkpoint=summary["best_checkpoint"])
+    params = {"runs_dir": "", "example": str(runs_dir)}
+    write_run_record(runs_dir / "train", "11_results.ipynb", params,
+                     trainings=[training_entry(summary, data, MAIN_STUDY, "HSNet")],
+                     checkpoint=summary["best_checkpoint"], seed=summary["config"]["seed"])
+    write_run_record(runs_dir / "evaluate", "11_results.ipynb", params, evaluations=[entry],
+                     checkpoint=summary["best_checkpoint"], seed=0)
+    return runs_dir

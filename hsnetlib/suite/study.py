@@ -1,0 +1,367 @@
+"""Ablation studies (Sec. 5.2): the one helper every ablation notebook calls.
+
+A study varies one model option (a ``variant=True`` field of HSNetConfig) and compares each variant's
+training with the reference (the option's HSNetConfig default, the paper's model): it gathers finished
+trainings (or trains them at a small scale), checks that they differ in the option only, scores each
+best checkpoint on the same test episodes, compares each variant with the reference by a paired bootstrap
+over those shared episodes, and gives the table, the figure and the run record's entries.
+
+A new study is a :func:`register_study` call (name, option, labels) and its grid entries; its notebook is a copy
+of an ablation notebook's cells with its name (:func:`run_study` does the work).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from hsnetlib import viz
+from hsnetlib.evaluate import EvalResult
+from hsnetlib.metrics import ratio
+from hsnetlib.model import HSNet, HSNetConfig
+from hsnetlib.suite import notebook
+from hsnetlib.suite.cache import result_dict
+from hsnetlib.suite.paths import resolve
+from hsnetlib.suite.records import EvaluationEntry, Paired, ProfileEntry, TrainingEntry
+from hsnetlib.train import TrainConfig
+
+
+# -- the registry ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Study:
+    """One ablation: `option` (an HSNetConfig variant field) varied; `label(value)` names a variant's row."""
+    name: str                              # the run record's ``study``
+    option: str
+    label: Callable[[Any], str] = str
+    paper: str = ""                        # where the paper shows it
+    curves_file: str | None = None         # a figure of train / val mIoU per epoch of every variant, written here
+
+    @property
+    def reference(self) -> str:
+        """The reference variant's label: the option's default (the paper's model)."""
+        default = {f.name: f for f in dataclasses.fields(HSNetConfig)}[self.option].default
+        return self.label(default)
+
+
+_STUDIES: dict[str, Study] = {}
+
+
+def register_study(study: Study) -> Study:
+    if study.option not in notebook.variant_fields():
+        raise ValueError(f"study {study.name!r}: {study.option!r} is not a model variant option; "
+                         f"choose one of {notebook.variant_fields()}")
+    _STUDIES[study.name] = study
+    return study
+
+
+def get_study(name: str) -> Study:
+    if name not in _STUDIES:
+        raise ValueError(f"unknown study {name!r}; registered: {', '.join(list_studies())}")
+    return _STUDIES[name]
+
+
+def list_studies() -> list[str]:
+    return list(_STUDIES)
+
+
+register_study(Study("hypercorrelation", "hypercorrelation", paper="Fig. 6, Table A3"))
+register_study(Study("pyramid", "pyramid", lambda levels: "-".join(map(str, levels)), paper="Fig. 7, Table A4"))
+register_study(Study("kernel", "kernel", paper="Table 4"))
+register_study(Study("block_layers", "block_layers", lambda n: f"{n}-layer", paper="Fig. 9"))
+register_study(Study("finetune", "finetune_backbone", lambda on: "fine-tuned" if on else "frozen", paper="Fig. 10",
+                     curves_file="fig10.png"))
+register_study(Study("support_masking", "support_masking", lambda on: "masked" if on else "no-masking",
+                     paper="Table 1 (dagger)"))
+
+
+# -- finished trainings --------------------------------------------------------------------------------------
+def load_training(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The summary of a finished training from its run folder (config.json, metrics.csv, best.pt), as
+    :func:`hsnetlib.suite.notebook.train_model` returns it; a missing, unfinished or foreign folder is an error
+    naming it."""
+    run_dir = resolve(run_dir)
+    for name in ("config.json", "metrics.csv", "best.pt"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir} holds no finished training: {name} is missing "
+                                    "(train it first: 01_train.ipynb or python -m hsnetlib train)")
+    config = json.loads((run_dir / "config.json").read_text())
+    history = pd.read_csv(run_dir / "metrics.csv").to_dict("records")
+    if len(history) < config["epochs"]:
+        raise ValueError(f"the training in {run_dir} is unfinished: {len(history)} of {config['epochs']} epochs "
+                         "(rerun its notebook: it resumes)")
+    best = max(history, key=lambda row: row["val_miou"])  # the first best, as train() keeps it
+    return {"run_dir": str(run_dir), "epochs": config["epochs"], "best_epoch": int(best["epoch"]),
+            "best_val_miou": best["val_miou"], "last": history[-1], "history": history,
+            "best_checkpoint": str(run_dir / "best.pt"), "last_checkpoint": str(run_dir / "last.pt"), "config": config}
+
+
+def variant_options(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The model options (:func:`hsnetlib.suite.notebook.variant_fields`) a training was run with."""
+    return notebook.variant_of(summary["config"])
+
+
+# What may differ between the trainings of one study besides the model options: where they ran.
+ALIKE_EXCEPT = ("device",)
+
+
+def check_alike(summaries: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse to compare trainings that differ in anything but their model options and where they ran."""
+    ignored = set(notebook.variant_fields()) | set(ALIKE_EXCEPT)
+
+    def compared(summary: Mapping[str, Any]) -> dict[str, Any]:
+        result = result_dict(TrainConfig(**summary["config"]))
+        return {k: v for k, v in result.items() if k not in ignored}
+
+    (first_label, first), *others = summaries.items()
+    mine = compared(first)
+    for label, summary in others:
+        theirs = compared(summary)
+        differing = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if differing:
+            details = "; ".join(f"{k}: {mine.get(k)!r} vs {theirs.get(k)!r}" for k in differing)
+            raise ValueError(f"trainings {first_label!r} and {label!r} differ in more than the variant ({details}): "
+                             "train the variants of a study alike")
+
+
+def gather_trainings(run_dirs: Mapping[str, str | os.PathLike], data: notebook.Data,
+                     fold: int) -> dict[str, dict[str, Any]]:
+    """label -> summary of the finished trainings in `run_dirs` (label -> run folder, :func:`load_training`).
+
+    They must be trainings of `data`'s benchmark and `fold` that differ in their model options only (same
+    budget, optimisation, seed, image size), so that a difference in score is the variant's."""
+    if not run_dirs:
+        raise ValueError("no trainings given (label -> run folder of a finished training)")
+    summaries = {label: load_training(path) for label, path in run_dirs.items()}
+    for label, summary in summaries.items():
+        config = summary["config"]
+        if (config["benchmark"], config["fold"]) != (data.benchmark, fold):
+            raise ValueError(f"training {label!r} ({summary['run_dir']}) is of {config['benchmark']} fold "
+                             f"{config['fold']}, not of {data.benchmark} fold {fold}")
+    check_alike(summaries)
+    return summaries
+
+
+def train_variants(study: Study, data: notebook.Data, out_dir: str | os.PathLike, params: Mapping[str, Any],
+                   values: Iterable[Any], cache_dir: str | os.PathLike | None = None,
+                   resume: bool | str = "auto") -> dict[str, dict[str, Any]]:
+    """Train the variant of every option value with the notebook's training parameters into out_dir/<label>/ (one
+    after another: a notebook's small default run; grids train each variant in its own run). Returns label ->
+    summary."""
+    summaries = {}
+    for value in values:
+        label = study.label(tuple(value) if isinstance(value, list) else value)
+        config = notebook.train_config(data, resolve(out_dir) / label, params, {study.option: value}, resume=resume)
+        summaries[label] = notebook.train_model(config, cache_dir=cache_dir)
+    return summaries
+
+
+# -- comparing on shared episodes -----------------------------------------------------------------------------
+EPISODE_KEYS = ["seed", "episode", "class_id", "query", "supports"]
+
+
+def episodes_digest(result: EvalResult) -> str:
+    """A fingerprint of the episodes an evaluation scored (class, query and supports of each, in order)."""
+    keys = result.episodes[EPISODE_KEYS].astype(str)
+    return hashlib.sha256("\n".join(keys.agg("|".join, axis=1)).encode()).hexdigest()[:16]
+
+
+def paired_bootstrap(result: EvalResult, reference: EvalResult, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, Any]:
+    """The mIoU difference result - reference on the same episodes, with a paired percentile bootstrap interval.
+
+    Each replicate resamples the shared episodes with replacement -- the same draw for both models -- and
+    recomputes both fold mIoUs from the resampled per-class sums (as :func:`hsnetlib.metrics.bootstrap_miou`
+    does for one model), so the episode-to-episode difficulty that both share cancels in the difference.
+    (The one implementation the suite calls; it moves to hsnetlib.metrics.paired_bootstrap with the same numbers.)
+    """
+    mine, ref = result.episodes, reference.episodes
+    if len(mine) != len(ref) or not mine[EPISODE_KEYS].reset_index(drop=True).equals(
+            ref[EPISODE_KEYS].reset_index(drop=True)):
+        raise ValueError("a paired comparison needs both evaluations on the same episodes (same data, fold, shots, "
+                         "episode seed and count)")
+    classes = sorted(set(mine["class_id"]) | set(result.per_class["class_id"]))
+    onehot = (mine["class_id"].to_numpy()[:, None] == np.asarray(classes)[None]).astype(float)  # (N, C)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(len(mine), np.full(len(mine), 1 / len(mine)), size=n_boot)  # (n_boot, N)
+
+    def miou(frame: pd.DataFrame, w: np.ndarray) -> np.ndarray:
+        inter = w @ (onehot * frame["fg_inter"].to_numpy()[:, None])
+        union = w @ (onehot * frame["fg_union"].to_numpy()[:, None])
+        return ratio(inter, union).mean(-1) * 100
+
+    delta = miou(mine, weights) - miou(ref, weights)
+    point = float(miou(mine, np.ones((1, len(mine))))[0] - miou(ref, np.ones((1, len(ref))))[0])
+    alpha = (1 - level) / 2
+    low, high = np.quantile(delta, [alpha, 1 - alpha])
+    return {"delta_miou": point, "ci95": [float(low), float(high)], "episodes": len(mine)}
+
+
+@dataclass
+class StudyResult:
+    """A study's run-record entries: its trainings (reference first), its evaluations (per shot, reference
+    first; every variant's with ``paired`` and all with ``episodes_digest``) and label -> best.pt."""
+    study: Study
+    reference: str
+    trainings: list[TrainingEntry] = field(default_factory=list)
+    evaluations: list[EvaluationEntry] = field(default_factory=list)
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    profiles: list[ProfileEntry] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        """The headline scalars: every variant's mIoU per shot and its difference to the reference."""
+        out = {f"{e.label}_{e.nshot}shot_miou": e.miou for e in self.evaluations}
+        out.update({f"{e.label}_{e.nshot}shot_delta": e.paired.delta_miou for e in self.evaluations if e.paired})
+        return out
+
+
+def evaluate_variants(study: Study, data: notebook.Data, fold: int, trainings: Mapping[str, Mapping[str, Any]],
+                      reference: str, shots: Iterable[int], episodes: int | None, ignore_label: bool = True,
+                      baselines: bool = False, device: str | None = None, progress: bool = True) -> StudyResult:
+    """Evaluate each training's best checkpoint on the same test episodes for every shot, and compare each
+    variant with `reference` (:func:`paired_bootstrap`)."""
+    if reference not in trainings:
+        raise ValueError(f"reference variant {reference!r} is not one of the trainings {sorted(trainings)}")
+    check_alike(trainings)
+    img_size = trainings[reference]["config"]["img_size"]
+    order = [reference, *(label for label in trainings if label != reference)]
+    result = StudyResult(study, reference)
+    for label in order:
+        result.trainings.append(notebook.training_entry(trainings[label], data, study.name, label))
+        result.checkpoints[label] = trainings[label]["best_checkpoint"]
+    for shot in shots:
+        scored = {}
+        for label in order:
+            checkpoint = trainings[label]["best_checkpoint"]
+            entry, scored[label] = notebook.evaluate_model(
+                HSNet.load(checkpoint), data, fold, shot, img_size, study=study.name, label=label,
+                ignore_label=ignore_label, episodes=episodes, device=device, baselines=baselines,
+                checkpoint=checkpoint, progress=progress)
+            entry.episodes_digest = episodes_digest(scored[label])
+            if label != reference:
+                entry.paired = Paired(reference=reference, **paired_bootstrap(scored[label], scored[reference]))
+            result.evaluations.append(entry)
+    return result
+
+
+def variant_table(result: StudyResult) -> pd.DataFrame:
+    """The evaluations as a frame: label, nshot, mIoU with its bootstrap interval, the paired difference to the
+    reference with its interval, FB-IoU, whether the training converged, size."""
+    converged = {t.label: t.converged for t in result.trainings}
+    rows = []
+    for e in result.evaluations:
+        paired = e.paired
+        rows.append({"label": e.label, "nshot": e.nshot, "miou": e.miou, "ci95_low": e.ci95[0], "ci95_high": e.ci95[1],
+                     "delta_miou": paired.delta_miou if paired else np.nan,
+                     "delta_ci95_low": paired.ci95[0] if paired else np.nan,
+                     "delta_ci95_high": paired.ci95[1] if paired else np.nan,
+                     "fbiou": e.fbiou, "converged": converged[e.label], "learnable_params": e.learnable_params})
+    return pd.DataFrame(rows)
+
+
+def curves_figure(result: StudyResult, title: str = ""):
+    """Training and validation mIoU per epoch of every variant (Fig. 10's curves)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for training in result.trainings:
+        history = pd.DataFrame(training.history)
+        line, = ax.plot(history["epoch"], history["val_miou"], marker="o", label=f"{training.label} validation")
+        ax.plot(history["epoch"], history["train_miou"], "--", color=line.get_color(),
+                label=f"{training.label} training")
+    ax.set(xlabel="epoch", ylabel="mIoU (%)", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def profile_variants(result: StudyResult, trainings: Mapping[str, Mapping[str, Any]], img_size: int,
+                     device: str | None = None, repeats: int = 3) -> pd.DataFrame:
+    """Profile every variant's model (size, time, memory, FLOPs; independent of the weights) into
+    ``result.profiles``; returns them as a frame."""
+    for label, summary in trainings.items():
+        config = dataclasses.replace(TrainConfig(**summary["config"]).model_config(), weights=None)
+        model = HSNet.from_config(config)
+        result.profiles.append(notebook.profile_entry(model, result.study.name, label, img_size, device,
+                                                      repeats=repeats))
+    return pd.DataFrame([p.to_dict() for p in result.profiles]).drop(columns=["model", "study"])
+
+
+# -- what a study notebook calls -------------------------------------------------------------------------------
+STUDY_PARAMS = ("trainings", "reference", "variants", "shots", "episodes")
+
+
+def check_params(name: str, params: Mapping[str, Any]) -> None:
+    """Check a study notebook's parameters before any work (the cell after the parameters cell): a bad value is an
+    error naming the parameter."""
+    study = get_study(name)
+    notebook.check_data_params(params)
+    if not params["shots"]:
+        raise ValueError("shots=[]: give at least one K")
+    if params["trainings"]:
+        labels = list(params["trainings"])
+    else:
+        labels = [study.label(tuple(v) if isinstance(v, list) else v) for v in params["variants"]]
+        for value in params["variants"]:
+            HSNetConfig(**{study.option: value}, weights=None)  # the option's choices
+        notebook.check_train_params(params)
+    if params["reference"] not in labels:
+        raise ValueError(f"reference={params['reference']!r} is none of the variants {labels}")
+
+
+def run_study(name: str, params: Mapping[str, Any], out: Path) -> tuple[StudyResult, dict[str, dict[str, Any]]]:
+    """A study notebook's work: its data, the finished trainings of ``params["trainings"]`` (label -> run folder)
+    or, with none, the ``params["variants"]`` trained into out/<label>/, then every variant evaluated on the same
+    test episodes and compared with the reference. Returns (the result, label -> training summary)."""
+    study = get_study(name)
+    data = notebook.prepare_data(params["benchmark"], params["data_root"], params["synthetic"])
+    fold = params["fold"]
+    if params["trainings"]:
+        summaries = gather_trainings(params["trainings"], data, fold)
+    else:
+        summaries = train_variants(study, data, out, params, params["variants"], params["train_cache"] or None)
+    result = evaluate_variants(study, data, fold, summaries, params["reference"], params["shots"],
+                               notebook.count_arg(params["episodes"]), device=notebook.device_arg(params["device"]))
+    return result, summaries
+
+
+def write_figures(result: StudyResult, params: Mapping[str, Any], out: Path) -> list[Path]:
+    """ablation.png (mIoU per variant and shot, learning curves) and the study's curves figure, into out/."""
+    title = f"{params['benchmark']} fold {params['fold']}: {result.study.name} ablation"
+    table = variant_table(result)
+    figures = {"ablation.png": viz.ablation_overview(table, [t.to_dict() for t in result.trainings], title)}
+    if result.study.curves_file:
+        figures[result.study.curves_file] = curves_figure(result, f"fold {params['fold']}")
+    for name, fig in figures.items():
+        fig.savefig(out / name, dpi=100)
+    return [out / name for name in figures]
+
+
+def write_record(result: StudyResult, notebook_name: str, params: Mapping[str, Any],
+                 summaries: Mapping[str, Mapping[str, Any]]) -> Path:
+    """The study's run record (metrics.json): summary, trainings, evaluations, profiles, the checkpoints."""
+    return notebook.write_run_record(
+        params["out_dir"], notebook_name, params, summary=result.summary(), trainings=result.trainings,
+        evaluations=result.evaluations, profiles=result.profiles, checkpoints=result.checkpoints,
+        seed=summaries[result.reference]["config"]["seed"], device=notebook.device_arg(params["device"]))
+
+
+def check_result(result: StudyResult, shots: Iterable[int]) -> None:
+    """The invariants a study's reader relies on (AssertionError otherwise): every variant scored for every shot on
+    the same episodes, each paired difference equal to the mIoU difference, every training's full history."""
+    labels = [t.label for t in result.trainings]
+    assert {(e.label, e.nshot) for e in result.evaluations} == {(label, k) for label in labels for k in shots}
+    for k in shots:
+        scored = [e for e in result.evaluations if e.nshot == k]
+        assert len({e.episodes_digest for e in scored}) == 1, "every variant evaluated on the same episodes"
+        reference_miou = next(e.miou for e in scored if e.label == result.reference)
+        for e in scored:
+            if e.label != result.reference:
+                assert np.isclose(e.paired.delta_miou, e.miou - reference_miou), "the paired delta is the mIoU difference"
+                assert e.paired.ci95[0] <= e.paired.ci95[1] and e.paired.episodes == e.episodes
+    assert all(len(t.history) == t.epochs for t in result.trainings), "every epoch of every training recorded"
