@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hsnetlib.backbone import BACKBONES
+from hsnetlib.backbones import list_backbones
 from hsnetlib.conv4d import KERNELS
 from hsnetlib.data import BENCHMARKS
 from hsnetlib.model import HYPERCORRELATIONS
@@ -53,7 +53,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     opt("--benchmark", dest="benchmark", choices=BENCHMARKS, help="benchmark to train on")
     opt("--datapath", dest="datapath", help="data root holding the benchmark (README section 'Data sets')")
     opt("--fold", dest="fold", type=int, help="fold whose classes are held out for testing")
-    opt("--backbone", dest="backbone", choices=sorted(BACKBONES), help="frozen feature extractor")
+    opt("--backbone", dest="backbone", choices=list_backbones(), help="frozen feature extractor")
     opt("--weights", dest="weights", type=_weights,
         help="backbone initialisation: 'imagenet', 'none' (random) or the path of a torchvision state dict")
     opt("--hypercorrelation", dest="hypercorrelation", choices=HYPERCORRELATIONS,
@@ -103,7 +103,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--load", required=True, help="checkpoint: hsnetlib (best.pt, last.pt, HSNet.save) or the "
                                                  "authors' best_model.pt (detected automatically)")
-    p.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
+    p.add_argument("--backbone", choices=list_backbones(), default=None,
                    help="expected backbone; a checkpoint of another one is an error (default: the checkpoint's)")
     p.add_argument("--img-size", type=int, default=400, help="square input size in pixels (default: 400)")
 
