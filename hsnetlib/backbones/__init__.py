@@ -55,11 +55,19 @@ class BackboneSpec:
     def num_taps(self) -> int:
         return sum(self.level_taps)
 
+    def valid_sizes(self, size: int) -> tuple[int, int]:
+        """The valid image sizes (multiples of ``input_multiple``) nearest to ``size``: (below or at, at or above)."""
+        m = self.input_multiple
+        return max(m, size // m * m), -(-size // m) * m
+
+    def nearest_size(self, size: int) -> int:
+        """The valid image size nearest to ``size`` (the larger one on a tie)."""
+        return min(self.valid_sizes(size), key=lambda s: (abs(s - size), -s))
+
     def check_input_size(self, height: int, width: int) -> None:
         m = self.input_multiple
         if height % m or width % m:
-            bad = height if height % m else width
-            low, high = max(m, bad // m * m), (bad // m + 1) * m
+            low, high = self.valid_sizes(height if height % m else width)
             raise ValueError(f"backbone {self.name} takes image sizes that are multiples of {m} (its patch size), "
                              f"got {height}x{width}; the nearest valid sizes are {low} and {high}")
 
