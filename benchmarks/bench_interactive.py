@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hsnetlib.interactive import InteractiveDemo, Session, bf16_supported
-from hsnetlib.model import HSNet
+from hsnetlib.model import HSNet, HSNetConfig
 from hsnetlib.predict import load_model
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = load_model(args.checkpoint) if args.checkpoint else HSNet("resnet50", weights=None)
+    model = load_model(args.checkpoint) if args.checkpoint else HSNet(HSNetConfig(backbone="resnet50", weights=None))
     precisions = [False] + ([True] if bf16_supported(torch.device("cpu")) else [])
     print("img_size shots bf16 cold_first_s stroke_median_s stroke_min_s load_avg")
     for size in args.img_size:

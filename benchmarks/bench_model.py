@@ -1,6 +1,7 @@
 """Speed, memory and FLOPs of HSNet per backbone and 4D kernel (the columns of the paper's Table 4).
 
-For every backbone x kernel it measures, on random 400x400 episodes:
+For every backbone x kernel it measures, on random 400x400 episodes (a backbone that needs another size, a
+ViT/14, takes the valid size nearest to ``--img-size``: 406 px; the ``img_size`` column says which):
 
 * learnable parameters;
 * 1-shot and 5-shot per-episode inference (``predict_mask``; median, or with ``--stat min`` minimum, of
@@ -20,12 +21,14 @@ For every backbone x kernel it measures, on random 400x400 episodes:
   five supports, and the largest logit difference relative to the largest fp32 logit).
 
 Random weights (``--weights none``, the default) give the same timings as trained ones; mask agreement is more
-telling with real weights (``--weights imagenet`` / a torchvision file, or ``--checkpoint best_model.pt``).
+telling with real weights (``--weights imagenet``, a timm tag such as ``lvd142m``, a weights file, or
+``--checkpoint best_model.pt``). ``--backbones all`` measures every registered backbone.
 The 1-minute load average before and after each configuration is recorded: other processes on the machine
 inflate every wall time (``--stat min`` helps; ``--threads 1 --clock cpu`` measures one core's CPU time,
 which other jobs barely change).
 
     python benchmarks/bench_model.py --backbones resnet50 resnet101 --kernels center_pivot --csv bench.csv
+    python benchmarks/bench_model.py --backbones all --device cuda --csv bench-backbones.csv
 """
 from __future__ import annotations
 
@@ -46,10 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from hsnetlib.backbones import get_backbone, list_backbones
 from hsnetlib.model import HSNet
 from hsnetlib.utils import env_info, pick_device
 
-BACKBONES = ("vgg16", "resnet50", "resnet101")
 KERNELS = ("center_pivot", "separable", "original")
 MEMORY_KINDS = ("1shot", "5shot", "train")
 
@@ -81,7 +84,7 @@ def build_model(args: argparse.Namespace, backbone: str, kernel: str, device: to
         model = HSNet.from_official_checkpoint(args.checkpoint, backbone=backbone)
     else:
         weights = None if args.weights.lower() == "none" else args.weights
-        model = HSNet(backbone, weights=weights, kernel=kernel)
+        model = HSNet.from_config({"backbone": backbone, "weights": weights, "kernel": kernel})
     return model.to(device).eval()
 
 
@@ -227,7 +230,7 @@ def measure_memory_here(args: argparse.Namespace, backbone: str, kernel: str, ki
     """(peak, peak above the memory held before the run: model, inputs, runtime) in MB of one ``kind`` run."""
     device = pick_device(args.device)
     model = build_model(args, backbone, kernel, device)
-    ep = make_episode(args.img_size, 2 if kind == "train" else 1, 5, device)
+    ep = make_episode(get_backbone(backbone).nearest_size(args.img_size), 2 if kind == "train" else 1, 5, device)
     if device.type == "cuda":
         sync(device)
         before = torch.cuda.memory_allocated(device) / 2 ** 20
@@ -267,8 +270,9 @@ def measure_memory(args: argparse.Namespace, backbone: str, kernel: str) -> dict
 # -- one configuration ---------------------------------------------------------------------------------------
 def bench_config(args: argparse.Namespace, backbone: str, kernel: str, device: torch.device) -> dict[str, object]:
     model = build_model(args, backbone, kernel, device)
-    ep1 = make_episode(args.img_size, 1, 5, device)
-    row: dict[str, object] = {"backbone": backbone, "kernel": kernel, "img_size": args.img_size,
+    size = get_backbone(backbone).nearest_size(args.img_size)
+    ep1 = make_episode(size, 1, 5, device)
+    row: dict[str, object] = {"backbone": backbone, "kernel": kernel, "img_size": size,
                               "learnable_params": model.num_learnable_parameters(), "time": f"{args.stat} {args.clock}",
                               "load_avg_before": os.getloadavg()[0]}
     with torch.no_grad():
@@ -276,7 +280,7 @@ def bench_config(args: argparse.Namespace, backbone: str, kernel: str, device: t
         row["5shot_s"] = median_time(lambda: five_shot(model, ep1), args.repeats, device)
     row["5shot_speedup_vs_5x1shot"] = 5 * row["1shot_s"] / row["5shot_s"]
     row.update(breakdown(model, ep1, args.repeats, device))
-    ep2 = make_episode(args.img_size, 2, 1, device, seed=1)
+    ep2 = make_episode(size, 2, 1, device, seed=1)
     row["train_step_b2_s"] = median_time(make_train_step(model, ep2), args.repeats, device)
     if not args.skip_memory:
         row.update(measure_memory(args, backbone, kernel))
@@ -295,7 +299,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--backbones", nargs="+", default=["resnet50", "resnet101"], choices=BACKBONES)
+    parser.add_argument("--backbones", nargs="+", default=["resnet50", "resnet101"], choices=["all", *list_backbones()],
+                        help="registered backbones to measure, or 'all'")
     parser.add_argument("--kernels", nargs="+", default=["center_pivot"], choices=KERNELS,
                         help="4D kernels to measure; 'original' at 400 px takes minutes per episode on a CPU")
     parser.add_argument("--img-size", type=int, default=400)
@@ -306,7 +311,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="'cpu' = this process's CPU time: with --threads 1 on a CPU, a stand-in for an idle "
                              "core's wall time when other jobs share the machine")
     parser.add_argument("--bf16", action="store_true", help="also measure bf16 autocast and its mask agreement")
-    parser.add_argument("--weights", default="none", help="backbone weights: none (default), imagenet or a file")
+    parser.add_argument("--weights", default="none", help="backbone weights: none (default), a named weight of the "
+                                                          "backbone (imagenet, a timm tag) or a file")
     parser.add_argument("--checkpoint", default=None, help="an official best_model.pt (sets the backbone weights "
                                                            "and the learner; kernel must be center_pivot)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -335,9 +341,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     info = env_info(device)
     print(json.dumps(info | {"load_average": os.getloadavg()}), flush=True)
     rows = []
-    for backbone in args.backbones:
+    for backbone in list_backbones() if "all" in args.backbones else args.backbones:
         for kernel in args.kernels:
-            print(f"-- {backbone} / {kernel} at {args.img_size} px", flush=True)
+            print(f"-- {backbone} / {kernel} at {get_backbone(backbone).nearest_size(args.img_size)} px", flush=True)
             rows.append(bench_config(args, backbone, kernel, device))
             print(pd.Series(rows[-1]).to_string(), flush=True)
     table = pd.DataFrame(rows)

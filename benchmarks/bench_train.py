@@ -33,10 +33,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from hsnetlib.backbones import get_backbone, list_backbones
 from hsnetlib.train import TrainConfig, build_model, build_optimizer, train_step
 from hsnetlib.utils import env_info, pick_device
 
-BACKBONES = ("vgg16", "resnet50", "resnet101")
 
 
 def random_batch(bsz: int, size: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -67,9 +67,11 @@ def sync(device: torch.device) -> None:
 
 
 def measure(backbone: str, bsz: int, amp: str, img_size: int, steps: int, warmup: int, device: str | None) -> dict:
-    """One configuration, in this process: throughput and peak memory of the training step."""
+    """One configuration, in this process: throughput and peak memory of the training step (at the backbone's valid
+    image size nearest to ``img_size``)."""
+    img_size = get_backbone(backbone).nearest_size(img_size)
     dev = pick_device(device)
-    config = TrainConfig(backbone=backbone, weights=None, bsz=bsz, img_size=img_size, amp=amp, device=str(dev))
+    config = TrainConfig(model={"backbone": backbone, "weights": None}, bsz=bsz, img_size=img_size, amp=amp, device=str(dev))
     model = build_model(config, dev).train()
     optimizer = build_optimizer(config, model)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
@@ -128,7 +130,8 @@ def markdown(frame: pd.DataFrame) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES, help="backbones")
+    parser.add_argument("--backbones", nargs="+", default=list_backbones(), choices=list_backbones(),
+                        help="registered backbones")
     parser.add_argument("--bsz", nargs="+", type=int, default=[1, 2, 4, 8, 12, 16, 20], help="batch sizes")
     parser.add_argument("--amp", nargs="+", default=["none", "bf16", "fp16"], choices=["none", "bf16", "fp16"],
                         help="precisions (bf16/fp16 only on CUDA)")

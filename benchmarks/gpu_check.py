@@ -3,6 +3,9 @@
 Run it whenever a machine with a CUDA GPU is at hand and put its figures in benchmarks/README.md
 ("GPU check"). The project never depends on it: CI and the tests run on CPU. Sections:
 
+Every section iterates over the registered backbones (``hsnetlib.backbones.list_backbones()``); a backbone that
+needs another image size (a ViT/14) takes the valid size nearest to ``--img-size`` (406 px for 400).
+
 1. ``agreement``: CUDA against CPU, same random weights and 400 px episode, per backbone: the
    1-shot logits in fp32 (TF32 off: max |diff| / max |logit| must stay under 1e-4), the 5-shot
    vote on the decided pixels (must be identical), and the fp32 logits with TF32 on and under
@@ -13,6 +16,8 @@ Run it whenever a machine with a CUDA GPU is at hand and put its figures in benc
    peak allocated memory.
 3. ``inference``: ``predict_mask`` episodes/s for 1-shot and 5-shot episodes at batch 1 and 16,
    fp32 and bf16 (evaluation throughput), and Table 4's 1-shot episode time per 4D kernel.
+   ``backbones``: per backbone, Table 4's columns (learnable parameters, 1-shot and 5-shot episode time,
+   peak memory, learner and total GFLOPs) from :func:`hsnetlib.profile.profile_model`.
 4. ``ddp``: with two or more GPUs, DistributedDataParallel over NCCL through torchrun: the 2-GPU
    step's loss equals the 1-GPU step's on the same global batch.
 
@@ -35,12 +40,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_train, golden recipe
 from bench_train import measure as measure_train_step  # noqa: E402
 
+from hsnetlib.backbones import get_backbone, list_backbones  # noqa: E402
 from hsnetlib.model import HSNet  # noqa: E402
 from hsnetlib.profile import episode_inputs, profile_model  # noqa: E402
 from hsnetlib.utils import env_info  # noqa: E402
 
-BACKBONES = ("vgg16", "resnet50", "resnet101")
 LOGIT_TOL = 1e-4
+
+
+def random_model(backbone: str, **options) -> HSNet:
+    return HSNet.from_config({"backbone": backbone, "weights": None, **options}).eval()
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -60,10 +69,10 @@ def votes_and_decided(model: HSNet, query, supports, masks) -> tuple[torch.Tenso
 @torch.no_grad()
 def agreement(size: int) -> list[dict]:
     rows = []
-    query, supports, masks = episode_inputs(size, nshot=5)
-    for backbone in BACKBONES:
+    for backbone in list_backbones():
+        query, supports, masks = episode_inputs(get_backbone(backbone).nearest_size(size), nshot=5)
         torch.manual_seed(0)
-        model = HSNet(backbone, weights=None).eval()
+        model = random_model(backbone)
         ref = model(query, supports[:, 0], masks[:, 0])
         ref_vote, decided = votes_and_decided(model, query, supports, masks)
         model.cuda()
@@ -77,7 +86,7 @@ def agreement(size: int) -> list[dict]:
             bf16 = model(q, s[:, 0], m[:, 0]).float().cpu()
             bf16_vote = model.predict_mask(q, s, m).cpu()
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        row = {"backbone": backbone, "img_size": size,
+        row = {"backbone": backbone, "img_size": query.shape[-1],
                "fp32_rel": relative(fp32, ref), "tf32_rel": relative(tf32, ref), "bf16_rel": relative(bf16, ref),
                "vote5_equal_decided": bool((vote == ref_vote)[decided].all()),
                "decided_frac": float(decided.float().mean()),
@@ -146,12 +155,12 @@ def timed(fn, repeats: int) -> float:
 @torch.no_grad()
 def inference(size: int, repeats: int) -> list[dict]:
     rows = []
-    for backbone in ("resnet50", "resnet101"):
+    for backbone in list_backbones():
         torch.manual_seed(0)
-        model = HSNet(backbone, weights=None).cuda().eval()
+        model = random_model(backbone).cuda()
         for shots in (1, 5):
             for batch in (1, 16):
-                q, s, m = episode_inputs(size, shots, device="cuda", batch=batch)
+                q, s, m = episode_inputs(get_backbone(backbone).nearest_size(size), shots, device="cuda", batch=batch)
                 for amp in ("none", "bf16"):
                     def run():
                         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp == "bf16"):
@@ -165,11 +174,28 @@ def inference(size: int, repeats: int) -> list[dict]:
         torch.cuda.empty_cache()
     for kernel in ("center_pivot", "separable", "original"):
         torch.manual_seed(0)
-        model = HSNet("resnet101", weights=None, kernel=kernel)
+        model = random_model("resnet101", kernel=kernel)
         profile = profile_model(model, img_size=size, nshot=1, device="cuda", warmup=3, repeats=20)
         row = {"table4": kernel} | profile.to_dict()
         rows.append(row)
         print(json.dumps(row), flush=True)
+    return rows
+
+
+@torch.no_grad()
+def backbones(size: int, repeats: int) -> list[dict]:
+    """Table 4's columns per registered backbone, at 1 and 5 shots."""
+    rows = []
+    for backbone in list_backbones():
+        torch.manual_seed(0)
+        model = random_model(backbone)
+        for shots in (1, 5):
+            profile = profile_model(model, img_size=get_backbone(backbone).nearest_size(size), nshot=shots,
+                                    device="cuda", warmup=3, repeats=repeats)
+            rows.append({"backbone": backbone} | profile.to_dict())
+            print(json.dumps(rows[-1]), flush=True)
+        del model
+        torch.cuda.empty_cache()
     return rows
 
 
@@ -181,7 +207,7 @@ from bench_train import random_batch
 from hsnetlib.train import TrainConfig, build_model, build_optimizer, forward_episodes
 dist.init_process_group("nccl"); rank = dist.get_rank(); world = dist.get_world_size()
 dev = torch.device("cuda", int(os.environ["LOCAL_RANK"])); torch.cuda.set_device(dev)
-torch.manual_seed(0); model = build_model(TrainConfig(backbone="resnet50", weights=None, img_size=400), dev)
+torch.manual_seed(0); model = build_model(TrainConfig(model={"backbone": "resnet50", "weights": None}, img_size=400), dev)
 batch = random_batch(8, 400, torch.device("cpu"))
 part = {k: v[rank::world] for k, v in batch.items()}
 loss, _ = forward_episodes(DistributedDataParallel(model, device_ids=[dev.index]), part, dev)
@@ -236,6 +262,11 @@ def markdown(report: dict) -> str:
         if "table4" in r:
             lines.append(f"| {r['table4']} | {r['learnable_params']:,} | {r['time_ms']:.1f} | {r['memory_gb']:.2f} | "
                          f"{r['gflops']:.1f} |")
+    lines += ["", "| backbone | px | K | learner params | ms/episode | memory GB | learner GFLOPs | total GFLOPs |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report["backbones"]:
+        lines.append(f"| {r['backbone']} | {r['img_size']} | {r['nshot']} | {r['learnable_params']:,} | "
+                     f"{r['time_ms']:.1f} | {r['memory_gb']:.2f} | {r['gflops']:.1f} | {r['gflops_total']:.1f} |")
     lines += ["", f"DDP: {report['ddp']}", f"total: {report['seconds']:.0f} s"]
     return "\n".join(lines)
 
@@ -246,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-size", type=int, default=400, help="episode size (default: 400, as published)")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per configuration")
     parser.add_argument("--repeats", type=int, default=10, help="timed inference calls per configuration")
-    parser.add_argument("--train-backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES,
+    parser.add_argument("--train-backbones", nargs="+", default=list_backbones(), choices=list_backbones(),
                         help="backbones of the training-step section")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -262,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     report["golden"] = golden_agreement(out)
     report["train"] = training(args.img_size, args.steps, tuple(args.train_backbones))
     report["inference"] = inference(args.img_size, args.repeats)
+    report["backbones"] = backbones(args.img_size, args.repeats)
     report["ddp"] = ddp_check()
     report["seconds"] = time.perf_counter() - start
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hsnetlib import predict
-from hsnetlib.backbone import BACKBONES
+from hsnetlib.backbones import list_backbones
 from hsnetlib.data import list_benchmarks
 from hsnetlib.model import PAPER_IMG_SIZE, HSNetConfig
 from hsnetlib.train import ConfigError, TrainConfig, run_name
@@ -103,7 +103,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--load", required=True, help="checkpoint: hsnetlib (best.pt, last.pt, HSNet.save) or the "
                                                  "authors' best_model.pt (detected automatically)")
-    p.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
+    p.add_argument("--backbone", choices=list_backbones(), default=None,
                    help="expected backbone; a checkpoint of another one is an error (default: the checkpoint's)")
     p.add_argument("--img-size", type=int, default=PAPER_IMG_SIZE,
                    help=f"square input size in pixels (default: {PAPER_IMG_SIZE})")

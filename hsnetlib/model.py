@@ -23,17 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hsnetlib.backbone import BACKBONES, UNUSED_HEADS, backbone_spec, build_backbone, extract_taps
+from hsnetlib.backbones import build_backbone, get_backbone, list_backbones
 from hsnetlib.conv4d import KERNELS
 from hsnetlib.utils import atomic_save, load_checkpoint
 
 FORMAT = "hsnetlib"
 FORMAT_VERSION = 1
 
-# Squeezing blocks per pyramid level p (1 = finest): support strides and kernel sizes of the three layers.
-SQUEEZE_STRIDES = {3: (2, 2, 2), 2: (4, 2, 2), 1: (4, 4, 2)}
-SQUEEZE_KERNELS = {3: (3, 3, 3), 2: (5, 3, 3), 1: (5, 5, 3)}
+# Squeezing blocks (Sec. 4.2): output channels of the three layers, and the support strides of the coarsest
+# level's block; finer levels' strides follow from the backbone's feature strides (squeeze_strides).
 SQUEEZE_CHANNELS = (16, 64, 128)
+COARSEST_SQUEEZE = (2, 2, 2)
 MIX_CHANNELS = 128
 GROUPS = 4
 PYRAMIDS = ((1, 2, 3), (2, 3), (3,))
@@ -65,7 +65,7 @@ class HSNetConfig:
     Every option is declared once here; its metadata (see :func:`option`) drives the validation, the command
     line flags and the variant columns of the suite and the result tables.
     """
-    backbone: str = option("resnet50", choices=lambda: sorted(BACKBONES), paper="Sec. 5.1",
+    backbone: str = option("resnet50", choices=list_backbones, paper="Sec. 5.1",
                            help="frozen feature extractor")
     weights: str | None = option("imagenet", help="backbone initialisation: 'imagenet' (torchvision's weights), "
                                                   "None (random) or the path of a torchvision state dict")
@@ -83,7 +83,7 @@ class HSNetConfig:
                                      help="train the backbone too (the trainer gives it its own learning rate)")
 
     def __post_init__(self) -> None:
-        backbone_spec(self.backbone)  # an unknown name's error lists the registered ones
+        get_backbone(self.backbone)  # an unknown name's error lists the registered ones
         if self.weights is not None and not isinstance(self.weights, (str, os.PathLike)):
             raise ValueError(f"weights must be 'imagenet', None or a file path, got {self.weights!r}")
         if self.weights is not None:
@@ -101,7 +101,7 @@ class HSNetConfig:
 
     def level_channels(self) -> dict[int, int]:
         """|L_p|: correlation channels per pyramid level."""
-        taps = backbone_spec(self.backbone).level_taps
+        taps = get_backbone(self.backbone).level_taps
         return {p: (taps[p - 1] if self.hypercorrelation == "full" else 1) for p in self.pyramid}
 
 
@@ -110,13 +110,35 @@ def variant_fields() -> list[str]:
     return [f.name for f in dataclasses.fields(HSNetConfig) if f.metadata.get("variant")]
 
 
-def squeeze_schedule(level: int, layers: int) -> list[tuple[int, int, int]]:
-    """(out_channels, kernel, support stride) per layer of the level's squeezing block.
-
-    Three layers is the paper's block. Fewer layers merge the later strides so that the block still
-    reaches the same support grid (2x2 at 400 px); a fourth layer is an extra 128-channel, stride-1 layer.
+def squeeze_strides(level_strides: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+    """Support strides of the three layers of each pyramid level's squeezing block, from the backbone's feature
+    stride per level (finest first), so that every level reaches the same support grid: a level r times finer
+    than the coarsest squeezes r times more, its first layers' strides doubled in turn. Feature strides 8/16/32
+    (the paper's backbones) give (4, 4, 2), (4, 2, 2), (2, 2, 2), as published; one stride for every level (a
+    ViT) gives (2, 2, 2) at each.
     """
-    strides, kernels = SQUEEZE_STRIDES[level], SQUEEZE_KERNELS[level]
+    coarsest = max(level_strides)
+    schedule = {}
+    for p, stride in enumerate(level_strides, start=1):
+        ratio = coarsest // stride
+        if coarsest % stride or ratio & (ratio - 1):
+            raise ValueError(f"feature strides {tuple(level_strides)}: every level's stride must be the coarsest "
+                             "level's divided by a power of two, so that the levels squeeze to one support grid")
+        strides = list(COARSEST_SQUEEZE)
+        for i in range(ratio.bit_length() - 1):
+            strides[i % len(strides)] *= 2
+        schedule[p] = tuple(strides)
+    return schedule
+
+
+def squeeze_schedule(strides: tuple[int, int, int], layers: int) -> list[tuple[int, int, int]]:
+    """(out_channels, kernel, support stride) per layer of a squeezing block with the paper's support ``strides``.
+
+    A layer's kernel is its stride + 1 (5 for stride 4, 3 for stride 2, as published). Three layers is the paper's
+    block. Fewer layers merge the later strides so that the block still reaches the same support grid (2x2 at
+    400 px for strides 8/16/32); a fourth layer is an extra 128-channel, stride-1 layer.
+    """
+    kernels = tuple(s + 1 for s in strides)
     if layers == 1:
         return [(SQUEEZE_CHANNELS[-1], kernels[0], strides[0] * strides[1] * strides[2])]
     if layers == 2:
@@ -151,11 +173,14 @@ class HPNLearner(nn.Module):
     LEVEL_NAMES = {3: "encoder_layer4", 2: "encoder_layer3", 1: "encoder_layer2"}
     MIX_NAMES = {2: "encoder_layer4to3", 1: "encoder_layer3to2"}
 
-    def __init__(self, level_channels: dict[int, int], kernel: str = "center_pivot", block_layers: int = 3):
+    def __init__(self, level_channels: dict[int, int], level_strides: Sequence[int], kernel: str = "center_pivot",
+                 block_layers: int = 3):
         super().__init__()
         self.levels = sorted(level_channels, reverse=True)  # deepest first
+        strides = squeeze_strides(level_strides)  # from all three levels' feature strides, also for a partial pyramid
         for p in self.levels:
-            self.add_module(self.LEVEL_NAMES[p], Block4d(level_channels[p], squeeze_schedule(p, block_layers), kernel))
+            self.add_module(self.LEVEL_NAMES[p], Block4d(level_channels[p], squeeze_schedule(strides[p], block_layers),
+                                                         kernel))
         for p in self.levels[1:]:
             self.add_module(self.MIX_NAMES[p], Block4d(MIX_CHANNELS, [(MIX_CHANNELS, 3, 1)] * block_layers, kernel))
         self.decoder1 = nn.Sequential(nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(inplace=True),
@@ -195,7 +220,7 @@ class Hypercorrelation(nn.Module):
     def __init__(self, config: HSNetConfig):
         super().__init__()
         self.support_masking = config.support_masking
-        counts = backbone_spec(config.backbone).level_taps
+        counts = get_backbone(config.backbone).level_taps
         starts = [0, counts[0], counts[0] + counts[1]]
         self.level_taps: dict[int, list[int]] = {}
         for p in config.pyramid:
@@ -262,7 +287,8 @@ class HSNet(nn.Module):
         self.backbone = build_backbone(self.config.backbone, self.config.weights)
         self.backbone.requires_grad_(self.config.finetune_backbone)
         self.correlation = Hypercorrelation(self.config)
-        self.hpn_learner = HPNLearner(self.config.level_channels(), self.config.kernel, self.config.block_layers)
+        self.hpn_learner = HPNLearner(self.config.level_channels(), get_backbone(self.config.backbone).level_strides,
+                                      self.config.kernel, self.config.block_layers)
 
     @classmethod
     def from_config(cls, config: HSNetConfig | Mapping[str, Any]) -> HSNet:
@@ -287,7 +313,7 @@ class HSNet(nn.Module):
     # -- the forward pass ---------------------------------------------------------------------------
     def extract_taps(self, img: torch.Tensor) -> list[torch.Tensor]:
         with torch.set_grad_enabled(self.config.finetune_backbone and torch.is_grad_enabled()):
-            return extract_taps(self.config.backbone, self.backbone, img)
+            return get_backbone(self.config.backbone).extract_taps(self.backbone, img)
 
     def _sizes(self, taps: list[torch.Tensor]) -> dict[int, tuple[int, int]]:
         return {p: tuple(taps[ids[0]].shape[-2:]) for p, ids in self.correlation.level_taps.items()}
@@ -338,19 +364,24 @@ class HSNet(nn.Module):
         """Write the model in the project's format (config + full state dict) atomically; ``extra`` is stored too."""
         payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": self.config.to_dict(),
                    "state_dict": self.state_dict(), **extra}
+        payload["backbone"] = get_backbone(self.config.backbone).weights_record(self.config.weights)  # name, tag, hash
         return atomic_save(payload, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HSNet:
-        """A model written by :meth:`save` (or a training checkpoint holding one)."""
-        return cls.from_payload(load_checkpoint(path, map_location=map_location), path)
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu", backbone: str | None = None) -> HSNet:
+        """A model written by :meth:`save` (or a training checkpoint holding one); ``backbone``, when given, must be
+        the checkpoint's."""
+        return cls.from_payload(load_checkpoint(path, map_location=map_location), path, backbone)
 
     @classmethod
-    def from_payload(cls, payload: Any, path: str | os.PathLike) -> HSNet:
+    def from_payload(cls, payload: Any, path: str | os.PathLike, backbone: str | None = None) -> HSNet:
         """:meth:`load` from the checkpoint's already read contents (`path` names it in errors)."""
         if not (isinstance(payload, dict) and payload.get("format") == FORMAT):
             raise ValueError(f"{path} is not an hsnetlib checkpoint (no 'format': '{FORMAT}' entry); "
                              "for the authors' released best_model.pt use HSNet.from_official_checkpoint")
+        if backbone is not None and backbone != payload["config"]["backbone"]:
+            raise ValueError(f"{path} is a checkpoint of an HSNet with a {payload['config']['backbone']} backbone, "
+                             f"not {get_backbone(backbone).name}")
         # the backbone's weights come from the state dict; the config keeps the initialisation it was trained from
         model = cls(HSNetConfig(**dict(payload["config"], weights=None)))
         model.config.weights = payload["config"].get("weights")
@@ -366,7 +397,7 @@ class HSNet(nn.Module):
         than the one asked for is an error.
         """
         if backbone is not None:
-            backbone_spec(backbone)
+            get_backbone(backbone)
         return cls.from_official_state(load_checkpoint(path, map_location=map_location), path, backbone)
 
     @classmethod
@@ -377,8 +408,9 @@ class HSNet(nn.Module):
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ValueError(f"{path} is not a released HSNet state dict (expected a dict of tensors)")
         state = {k.removeprefix("module."): v for k, v in state.items()}
-        state = {k: v for k, v in state.items() if not k.startswith(tuple(f"backbone.{h}." for h in UNUSED_HEADS))}
         found = infer_backbone(state, path)
+        state = {k: v for k, v in state.items()
+                 if not k.startswith(tuple(f"backbone.{h}." for h in get_backbone(found).heads))}
         if backbone is not None and backbone != found:
             raise ValueError(f"{path} is a checkpoint of an HSNet with a {found} backbone, not {backbone}")
         # config.weights stays None: the backbone's weights are the checkpoint's, so HSNet(model.config) must not
@@ -396,7 +428,7 @@ def infer_backbone(state: dict[str, torch.Tensor], path: str | os.PathLike) -> s
     if key not in state:
         raise ValueError(f"{path} has no key {key!r}: not an HSNet state dict")
     middle = state[key].shape[1]
-    by_channels = {backbone_spec(n).level_taps[1]: n for n in ("resnet50", "resnet101")}
+    by_channels = {get_backbone(n).level_taps[1]: n for n in ("resnet50", "resnet101")}
     if middle not in by_channels:
         raise ValueError(f"{path}: {key} has {middle} input channels, which matches no known backbone")
     return by_channels[middle]

@@ -36,7 +36,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from hsnetlib import viz
-from hsnetlib.backbone import BACKBONES
+from hsnetlib.backbones import list_backbones
 from hsnetlib.data import open_image, image_to_tensor, mask_to_tensor
 from hsnetlib.model import FORMAT, HSNet, vote
 from hsnetlib.utils import load_checkpoint
@@ -336,7 +336,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "orientation is applied to every image and mask.")
     parser.add_argument("--load", required=True, help="checkpoint: hsnetlib (best.pt, last.pt, HSNet.save) or the "
                                                       "authors' best_model.pt (detected automatically)")
-    parser.add_argument("--backbone", choices=sorted(BACKBONES), default=None,
+    parser.add_argument("--backbone", choices=list_backbones(), default=None,
                         help="expected backbone; a checkpoint of another one is an error (default: the checkpoint's)")
     parser.add_argument("--img-size", type=_img_size_arg, default=DEFAULT_IMG_SIZE,
                         help=f"square input size in pixels, >= {MIN_IMG_SIZE} (default: {DEFAULT_IMG_SIZE})")

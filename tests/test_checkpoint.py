@@ -11,6 +11,7 @@ import pytest
 import torch
 import torchvision
 
+from hsnetlib.backbones import get_backbone
 from hsnetlib.model import HPNLearner, HSNet, HSNetConfig
 
 REFERENCE = Path(__file__).resolve().parent / "reference" / "official-state-dict.tsv"
@@ -77,7 +78,7 @@ def test_learner_names_and_shapes_equal_the_released_resnet50_checkpoint(resnet5
 def test_other_backbones_differ_only_in_the_first_squeezing_convs(backbone, channels):
     config = HSNetConfig(backbone=backbone, weights=None)
     with torch.device("meta"):
-        learner = HPNLearner(config.level_channels())
+        learner = HPNLearner(config.level_channels(), get_backbone(backbone).level_strides)
     ours = {f"hpn_learner.{k}": tuple(v.shape) for k, v in learner.state_dict().items()}
     reference = dict(reference_learner_shapes())
     for level, c in zip(("encoder_layer4", "encoder_layer3", "encoder_layer2"), channels):

@@ -23,7 +23,7 @@ import pytest
 import torch
 import torchvision
 
-from hsnetlib.backbone import UNUSED_HEADS
+from hsnetlib.backbones import get_backbone
 from hsnetlib.model import HSNet, HSNetConfig
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -60,8 +60,8 @@ def released_layout(backbone: str) -> dict[str, torch.Size]:
             **{f"hpn_learner.{k}": v.shape for k, v in learner.state_dict().items()}}
 
 
-def is_head(key: str) -> bool:
-    return key.startswith(tuple(f"backbone.{head}." for head in UNUSED_HEADS))
+def is_head(backbone: str, key: str) -> bool:
+    return key.startswith(tuple(f"backbone.{head}." for head in get_backbone(backbone).heads))
 
 
 def recipe_state_dict(backbone: str) -> dict[str, torch.Tensor]:
@@ -72,7 +72,7 @@ def recipe_state_dict(backbone: str) -> dict[str, torch.Tensor]:
     for key, shape in released_layout(backbone).items():
         if key.endswith("num_batches_tracked"):
             state[key] = torch.tensor(0)
-        elif is_head(key):
+        elif is_head(backbone, key):
             state[key] = torch.zeros(()).expand(shape)
         else:
             state[key] = torch.from_numpy(recipe_value(key, tuple(shape)).astype(np.float32))
@@ -142,7 +142,8 @@ def test_learner_layout_is_the_released_one():
 def test_released_checkpoint_holds_the_classifier_head_with_torchvision_shapes(golden, released):
     backbone, _ = golden
     state = torch.load(released, weights_only=True)
-    heads = {k.removeprefix("module."): tuple(v.shape) for k, v in state.items() if is_head(k.removeprefix("module."))}
+    heads = {k.removeprefix("module."): tuple(v.shape) for k, v in state.items()
+             if is_head(backbone, k.removeprefix("module."))}
     expected = {"vgg16": {"backbone.classifier.0.weight": (4096, 25088), "backbone.classifier.6.bias": (1000,)},
                 "resnet50": {"backbone.fc.weight": (1000, 2048), "backbone.fc.bias": (1000,)},
                 "resnet101": {"backbone.fc.weight": (1000, 2048), "backbone.fc.bias": (1000,)}}[backbone]

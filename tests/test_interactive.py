@@ -11,7 +11,7 @@ from PIL import Image
 
 from hsnetlib import interactive
 from hsnetlib.data import read_grey_mask, read_rgb
-from hsnetlib.model import HSNet
+from hsnetlib.model import HSNet, HSNetConfig
 
 SIZE = 64
 
@@ -19,7 +19,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def model() -> HSNet:
     torch.manual_seed(0)
-    return HSNet("resnet50", weights=None).eval()
+    return HSNet(HSNetConfig(backbone="resnet50", weights=None)).eval()
 
 
 @pytest.fixture(scope="module")

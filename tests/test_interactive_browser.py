@@ -20,7 +20,7 @@ from papermill.iorw import load_notebook_node, write_ipynb
 from papermill.parameterize import parameterize_notebook
 
 from hsnetlib import experiments, suite
-from hsnetlib.model import HSNet
+from hsnetlib.model import HSNet, HSNetConfig
 
 pytestmark = pytest.mark.browser
 
@@ -45,7 +45,7 @@ def balanced_checkpoint(path: Path, img_size: int = IMG_SIZE) -> Path:
     """A random-weight model whose foreground / background logit margin has median 0 on test episode 0 of the
     synthetic benchmark (the notebook's first episode): a changed mask moves the decision boundary visibly."""
     torch.manual_seed(0)
-    model = HSNet("resnet50", weights=None).eval()
+    model = HSNet(HSNetConfig(backbone="resnet50", weights=None)).eval()
     item = experiments.prepare_data("pascal", "data/synthetic", True).build(0, "test", 1, img_size)[0]
     with torch.no_grad():
         logits = model(item["query_img"][None], item["support_imgs"][:1], item["support_masks"][:1])

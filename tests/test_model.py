@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from hsnetlib.backbones import get_backbone
 from hsnetlib.model import HPNLearner, HSNet, HSNetConfig, option_choices, variant_fields, vote
 
 SPEC_TOTALS = {"vgg16": 2_570_018, "resnet50": 2_573_794, "resnet101": 2_587_394}
@@ -214,7 +215,8 @@ def test_forward_at_400px_runs_the_published_shapes():
 def meta_learner(backbone: str, **options) -> HPNLearner:
     config = HSNetConfig(backbone=backbone, weights=None, **options)
     with torch.device("meta"):
-        return HPNLearner(config.level_channels(), config.kernel, config.block_layers)
+        return HPNLearner(config.level_channels(), get_backbone(backbone).level_strides, config.kernel,
+                          config.block_layers)
 
 
 @pytest.mark.parametrize("backbone", sorted(SPEC_TOTALS))
