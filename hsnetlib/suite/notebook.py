@@ -215,11 +215,13 @@ def train_model(config: TrainConfig, cache_dir: str | os.PathLike | None = None,
 
     ``config.resume`` False removes what an earlier training left in run_dir first, so the run trains afresh;
     "auto" continues an interrupted training in run_dir (a finished one is returned as it is) and starts one
-    otherwise; True continues and fails without last.pt. With `cache_dir`, a training whose result-relevant
-    configuration was trained there before is not repeated (:mod:`hsnetlib.suite.cache`): its files are put
-    into run_dir and the summary says ``reused_from``. `on_epoch(row)` is called after every epoch trained here.
+    otherwise; True continues and fails without last.pt. With `cache_dir` (taken from the project root), a
+    training whose result-relevant configuration was trained there before is not repeated
+    (:mod:`hsnetlib.suite.cache`): its files are put into run_dir and the summary says ``reused_from``.
+    `on_epoch(row)` is called after every epoch trained here.
     """
     run_dir = Path(config.run_dir)
+    cache_dir = resolve(cache_dir) if cache_dir else None  # from the project root, wherever the kernel runs
     if config.resume is False:
         cache.clear_training(run_dir)
     if config.resume is not False and (run_dir / "last.pt").is_file():
