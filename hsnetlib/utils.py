@@ -1,4 +1,7 @@
-"""Small shared utilities: device choice, the atomic file writer, the checkpoint reader and provenance."""
+"""Small shared utilities: device choice, the atomic file writer, the checkpoint reader and provenance.
+
+torch and numpy are imported inside the functions that need them: the suite's processes (and the kernels of
+notebooks that only record) write their JSON files through :func:`atomic_write` without loading torch."""
 from __future__ import annotations
 
 import errno
@@ -7,14 +10,16 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
     """The device to run on: the one asked for, else CUDA when available, else CPU."""
+    import torch
+
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -91,6 +96,8 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to ``path`` atomically (see :func:`_atomic`); returns the path."""
+    import torch
+
     return _atomic(path, lambda f: torch.save(obj, f))
 
 
@@ -98,6 +105,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
                     mmap: bool = False) -> Any:
     """``torch.load`` (tensors and plain containers only) of a checkpoint file; a missing file is a
     FileNotFoundError and a truncated or corrupt one a ValueError, both naming the file."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -132,6 +141,8 @@ def code_version(repo: str | os.PathLike | None = None) -> str:
 
 def env_info(device: str | torch.device | None = None) -> dict[str, Any]:
     """Provenance of a result: code version, library versions and the device it ran on."""
+    import numpy as np
+    import torch
     import torchvision
 
     device = pick_device(device)

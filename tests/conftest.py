@@ -111,7 +111,7 @@ def fss_root(tmp_path_factory) -> Path:
     return root
 
 
-# -- notebooks for the suite's tests (hsnetlib.suite, hsnetlib.executors) ----------------------------
+# -- notebooks for the suite's tests (hsnetlib.suite) ----------------------------
 # A tiny training, the same in the notebook and in the in-process reference (one thread: the machine is
 # shared, and torch's thread pool under contention costs more than it brings).
 TOY_TRAINING = dict(benchmark="pascal", fold=0, model={"weights": None}, img_size=32, bsz=2, val_episodes=4,

@@ -15,11 +15,13 @@ import pytest
 
 from hsnetlib.suite import cache, notebook
 from hsnetlib.suite.cache import cache_key
+from hsnetlib.model import HSNetConfig
 from hsnetlib.suite.notebook import Data
 from hsnetlib.train import TrainConfig
 
 BASE = dict(benchmark="pascal", datapath="data", fold=0, weights=None, img_size=64, bsz=4, epochs=2,
-            val_episodes=8, train_episodes_per_epoch=8, run_dir="runs/a", seed=0)
+            val_episodes=8, train_episodes=8, run_dir="runs/a", seed=0)
+MODEL_FIELDS = {f.name for f in dataclasses.fields(HSNetConfig)}
 
 # One changed value per TrainConfig field that a training's result depends on.
 KEY_CHANGES = {
@@ -32,21 +34,33 @@ KEY_CHANGES = {
     "benchmark": "fss", "datapath": "other-data", "fold": 1, "shot": 5, "img_size": 128, "splits_dir": "splits",
     "class_split": "classes.json", "selection": "heldout", "heldout_fraction": 0.2,
     # the budget and optimisation
-    "epochs": 3, "bsz": 8, "lr": 5e-4, "backbone_lr": 1e-4, "train_episodes_per_epoch": 16, "val_episodes": 16,
+    "epochs": 3, "bsz": 8, "lr": 5e-4, "backbone_lr": 1e-4, "train_episodes": 16, "val_episodes": 16,
+    "val_benchmark": "fss",
     # the model's backbone and numerics
-    "backbone": "vgg16", "weights": "imagenet", "amp": "bf16", "device": "cuda",
+    "backbone": "vgg16", "weights": "imagenet", "amp": "bf16",
 }
-# Fields that only say where a training is written or how it is watched.
-NOT_IN_KEY = {"run_dir": "runs/b", "progress": False, "workers": 2, "resume": True}
+# Fields that only say where a training is written, on which device (the same numbers on CPU and CUDA up to
+# floating point) or how it is watched (TrainConfig's metadata result=False).
+NOT_IN_KEY = {"run_dir": "runs/b", "progress": False, "workers": 2, "resume": True, "device": "cuda"}
 
 
 def config(**changes) -> TrainConfig:
-    return TrainConfig(**{**BASE, **changes})
+    """BASE with `changes`; the model's options (HSNetConfig fields) go into TrainConfig.model."""
+    given = {**BASE, **changes}
+    model = {k: given.pop(k) for k in list(given) if k in MODEL_FIELDS}
+    return TrainConfig(model=HSNetConfig(**model), **given)
+
+
+def _options(cfg: TrainConfig) -> dict:
+    return {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "model"},
+            **{f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(HSNetConfig)}}
 
 
 def test_every_training_option_is_classified():
-    assert set(KEY_CHANGES) | set(NOT_IN_KEY) == {f.name for f in dataclasses.fields(TrainConfig)}
-    assert all(getattr(config(), name) != value for name, value in {**KEY_CHANGES, **NOT_IN_KEY}.items())
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model"} | MODEL_FIELDS
+    assert set(KEY_CHANGES) | set(NOT_IN_KEY) == fields
+    assert not set(NOT_IN_KEY) & MODEL_FIELDS  # every model option changes the result
+    assert all(_options(config())[name] != value for name, value in {**KEY_CHANGES, **NOT_IN_KEY}.items())
 
 
 @pytest.mark.parametrize("name, value", list(KEY_CHANGES.items()), ids=list(KEY_CHANGES))
@@ -123,7 +137,7 @@ def test_same_training_elsewhere_is_reused_identically(cached, data, monkeypatch
 def test_another_variant_trains_anew(cached, data, tmp_path):
     first, base = cached
     summary = train_model(data, tmp_path / "run", base / "cache", support_masking=False)
-    assert "reused_from" not in summary and summary["config"]["support_masking"] is False
+    assert "reused_from" not in summary and summary["config"]["model"]["support_masking"] is False
     assert summary["history"][0]["train_loss"] != first["history"][0]["train_loss"]
     assert (base / "cache" / cache_key(TrainConfig(**summary["config"]))).is_dir()
     assert len(list((base / "cache").iterdir())) == 2

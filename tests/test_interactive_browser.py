@@ -19,8 +19,9 @@ from jupyterlab_browser import browser, error_outputs, jupyterlab, page, run_all
 from papermill.iorw import load_notebook_node, write_ipynb
 from papermill.parameterize import parameterize_notebook
 
-from hsnetlib import experiments, suite
+from hsnetlib import suite
 from hsnetlib.model import HSNet, HSNetConfig
+from hsnetlib.suite import notebook as suite_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +47,7 @@ def balanced_checkpoint(path: Path, img_size: int = IMG_SIZE) -> Path:
     synthetic benchmark (the notebook's first episode): a changed mask moves the decision boundary visibly."""
     torch.manual_seed(0)
     model = HSNet(HSNetConfig(backbone="resnet50", weights=None)).eval()
-    item = experiments.prepare_data("pascal", "data/synthetic", True).build(0, "test", 1, img_size)[0]
+    item = suite_notebook.prepare_data("pascal", "data/synthetic", True).build(0, "test", 1, img_size)[0]
     with torch.no_grad():
         logits = model(item["query_img"][None], item["support_imgs"][:1], item["support_masks"][:1])
         model.hpn_learner.decoder2[-1].bias[1] -= (logits[:, 1] - logits[:, 0]).median()

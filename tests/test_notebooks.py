@@ -60,7 +60,7 @@ def test_training_notebook_defaults_are_the_shared_small_model():
     defaults = notebook.small_model_params()
     data = notebook.Data("pascal", suite.resolve("data/synthetic"), True)
     config = notebook.train_config(data, "x", defaults)
-    assert (config.weights, config.device, config.train_episodes_per_epoch, config.epochs) == (None, None, 160, 6)
+    assert (config.model.weights, config.device, config.train_episodes, config.epochs) == (None, None, 160, 6)
     assert notebook.is_small_model(defaults) and notebook.is_small_model({**defaults, "device": "cpu", "out_dir": "y"})
     assert not notebook.is_small_model({**defaults, "epochs": 1})
     for name in ("02_evaluate.ipynb", "09_visualize_correlation.ipynb", "10_visualize_predictions.ipynb",
@@ -71,11 +71,11 @@ def test_training_notebook_defaults_are_the_shared_small_model():
 
 def test_training_notebook_variant_is_the_model_options():
     """01_train.ipynb declares every HSNetConfig variant option as a parameter with its default."""
-    from hsnetlib.model import HSNetConfig
+    from hsnetlib.model import HSNetConfig, variant_fields
 
     defaults = notebook.small_model_params()
     model = HSNetConfig(weights=None)
-    for name in notebook.variant_fields():
+    for name in variant_fields():
         value = defaults[name]
         assert (tuple(value) if isinstance(value, list) else value) == getattr(model, name), name
 

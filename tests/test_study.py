@@ -10,9 +10,14 @@ import pandas as pd
 import pytest
 
 from hsnetlib.evaluate import EvalResult
-from hsnetlib.model import HSNetConfig
+from hsnetlib.model import HSNetConfig, variant_fields
 from hsnetlib.suite import notebook, study
-from hsnetlib.metrics import bootstrap_miou
+from hsnetlib.metrics import bootstrap_miou, paired_bootstrap
+
+
+def compare(result: EvalResult, reference: EvalResult) -> dict:
+    """The comparison a study makes (hsnetlib.suite.study.evaluate_variants): over the fold's classes."""
+    return paired_bootstrap(result.episodes, reference.episodes, fold_classes=reference.per_class["class_id"].tolist())
 
 
 def fake_result(fg_inter, fg_union, class_ids, classes=(0, 1)) -> EvalResult:
@@ -31,7 +36,7 @@ def test_paired_delta_is_the_miou_difference_by_hand():
     classes = [0, 0, 1, 1]
     reference = fake_result([10, 30, 0, 50], [40, 60, 20, 100], classes)  # class IoUs 40/100, 50/120
     variant = fake_result([20, 30, 10, 50], [40, 60, 20, 100], classes)   # 50/100, 60/120
-    paired = study.paired_bootstrap(variant, reference)
+    paired = compare(variant, reference)
     by_hand = (50 / 100 + 60 / 120) / 2 * 100 - (40 / 100 + 50 / 120) / 2 * 100
     assert paired["delta_miou"] == pytest.approx(by_hand)
     assert paired["delta_miou"] == pytest.approx(variant.miou - reference.miou)
@@ -42,7 +47,7 @@ def test_paired_delta_is_the_miou_difference_by_hand():
 
 def test_identical_models_differ_by_exactly_zero():
     result = fake_result([5, 7, 1, 9], [10, 10, 10, 10], [0, 1, 0, 1])
-    assert study.paired_bootstrap(result, result) == {"delta_miou": 0.0, "ci95": [0.0, 0.0], "episodes": 4}
+    assert compare(result, result) == {"delta_miou": 0.0, "ci95": [0.0, 0.0], "episodes": 4}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -54,7 +59,7 @@ def test_paired_interval_is_tighter_than_separate_intervals(seed):
     difficulty = rng.uniform(0.1, 0.9, n)
     reference = fake_result((union * difficulty).astype(int), union, classes, classes=range(4))
     variant = fake_result((union * np.clip(difficulty + 0.05, 0, 1)).astype(int), union, classes, classes=range(4))
-    low, high = study.paired_bootstrap(variant, reference)["ci95"]
+    low, high = compare(variant, reference)["ci95"]
     separate = [bootstrap_miou(r.episodes["fg_inter"].to_numpy(), r.episodes["fg_union"].to_numpy(),
                                r.episodes["class_id"].to_numpy(), range(4)) for r in (variant, reference)]
     assert 0 < low < high
@@ -65,10 +70,10 @@ def test_paired_comparison_refuses_different_episodes():
     a = fake_result([1, 2], [4, 4], [0, 1])
     b = fake_result([1, 2, 3], [4, 4, 4], [0, 1, 1])
     with pytest.raises(ValueError, match="same episodes"):
-        study.paired_bootstrap(a, b)
+        compare(a, b)
     c = fake_result([1, 2], [4, 4], [1, 0])
     with pytest.raises(ValueError, match="same episodes"):
-        study.paired_bootstrap(a, c)
+        compare(a, c)
 
 
 @pytest.mark.parametrize("history, expected", [
@@ -82,7 +87,7 @@ def test_converged_means_validation_left_all_background(history, expected):
 # -- the registry ---------------------------------------------------------------------------------------------
 def test_every_study_varies_a_model_option_and_its_reference_is_the_default():
     defaults = HSNetConfig(weights=None)
-    assert {study.get_study(name).option for name in study.list_studies()} == set(notebook.variant_fields())
+    assert {study.get_study(name).option for name in study.list_studies()} == set(variant_fields())
     pyramid = study.get_study("pyramid")
     assert pyramid.reference == pyramid.label(defaults.pyramid) == "1-2-3"
     assert study.get_study("finetune").reference == "frozen"

@@ -456,7 +456,7 @@ def test_unconverged_training_is_done_and_its_dependants_run(tmp_path, notebooks
 def test_full_disk_is_named_and_leaves_no_half_file(tmp_path, notebooks, monkeypatch):
     import errno
 
-    from hsnetlib.suite import jsonfile
+    from hsnetlib import utils
     from hsnetlib.suite.execute import execute as execute_run
 
     real_replace = os.replace
@@ -466,15 +466,15 @@ def test_full_disk_is_named_and_leaves_no_half_file(tmp_path, notebooks, monkeyp
             raise OSError(errno.ENOSPC, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(jsonfile.os, "replace", full)
-    with pytest.raises(OSError, match=f"no space left on device while writing {tmp_path / 'x.ipynb'}"):
-        jsonfile.write_text(tmp_path / "x.ipynb", "{}")
+    monkeypatch.setattr(utils.os, "replace", full)
+    with pytest.raises(OSError, match=f"no space left on device: {tmp_path / 'x.ipynb'}"):
+        utils.atomic_write(tmp_path / "x.ipynb", "{}")
     assert not list(tmp_path.iterdir())  # no temporary file left
     runs = tmp_path / "runs"
     grid = load_grid(_grid(tmp_path, notebooks, '[[run]]\nname = "r"\nnotebook = "toy.ipynb"\n'), runs)
     outcome = execute_run(grid.runs[0], grid.dir(runs))
     out_dir = grid.runs[0].out_dir(grid.dir(runs))
-    assert outcome.status == "failed" and "no space left on device while writing" in outcome.detail
+    assert outcome.status == "failed" and "no space left on device" in outcome.detail
     assert str(out_dir / "toy.ipynb") in outcome.detail and not (out_dir / "toy.ipynb").exists()
     assert read_state(out_dir)["status"] == "failed" and not (out_dir / "metrics.json").exists()
 

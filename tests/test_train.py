@@ -441,8 +441,6 @@ def test_a_non_finite_loss_stops_the_training_naming_the_epoch(voc_root, tmp_pat
 def test_a_full_disk_while_checkpointing_is_named_and_keeps_the_previous_checkpoint(runs, tmp_path, monkeypatch):
     import errno
 
-    import hsnetlib.utils as utils
-
     run = tmp_path / "run"
     shutil.copytree(runs["straight"], run)
     before = (run / "last.pt").read_bytes()
@@ -451,7 +449,7 @@ def test_a_full_disk_while_checkpointing_is_named_and_keeps_the_previous_checkpo
         f.write(b"partial")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(utils.torch, "save", full)
+    monkeypatch.setattr(torch, "save", full)  # hsnetlib.utils imports torch lazily
     with pytest.raises(OSError, match=f"no space left on device: {run / 'last.pt'}") as err:
         HSNet.load(run / "last.pt").save(run / "last.pt")
     assert err.value.errno == errno.ENOSPC

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 from hsnetlib.results import figures, render
 from hsnetlib.results.collect import collect
 from hsnetlib.results.tables import all_tables, baselines_table, benchmark_tables, build_table, curves_figure_name
-from hsnetlib.suite.jsonfile import write_text as atomic_write
+from hsnetlib.utils import atomic_write
 
 
 def _write_csv(frame, path: Path) -> None:

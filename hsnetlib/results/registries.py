@@ -15,18 +15,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from hsnetlib.model import HSNetConfig
+from hsnetlib.data import get_benchmark
+from hsnetlib.model import HSNetConfig, variant_fields
 
-# The backbone and its weights tell a table's lines apart; the other model options are the variant.
-LINE_MODEL_FIELDS = ("backbone", "weights")
+# The model options that are no ablation option (the backbone and its weights) tell a table's lines apart.
+LINE_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(HSNetConfig) if f.name not in variant_fields())
 
 
 def variant_defaults() -> dict[str, Any]:
-    """{ablation option: its default}, in HSNetConfig's declaration order (the defaults read from the dataclass).
-
-    Until ``hsnetlib.model.variant_fields()`` lands: every field but the backbone and its weights."""
-    return {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-            for f in dataclasses.fields(HSNetConfig) if f.name not in LINE_MODEL_FIELDS}
+    """{ablation option (:func:`hsnetlib.model.variant_fields`): its default}, in HSNetConfig's declaration order
+    (the defaults read from the dataclass)."""
+    defaults = dataclasses.asdict(HSNetConfig(weights=None))
+    return {name: defaults[name] for name in variant_fields()}
 
 
 @dataclass(frozen=True)
@@ -38,34 +38,15 @@ class Benchmark:
     paper_tables: tuple[str, ...]
 
 
-# Until ``hsnetlib.data.get_benchmark`` lands (then: ``_registered = hsnetlib.data.get_benchmark``): the labels,
-# folds and published tables it registers.
-_INTERIM = {
-    "pascal": ("PASCAL-5i", 4, ("table1", "table4", "tableA1", "tableA2", "tableA3", "tableA4")),
-    "coco": ("COCO-20i", 4, ("table2", "tableA2")),
-    "fss": ("FSS-1000", 1, ("table3", "cdfss")),
-    "folder": ("own folder", 1, ()),
-    "pascal-all": ("PASCAL VOC (all 20 classes)", 1, ()),
-    "deepglobe": ("Deepglobe", 1, ("cdfss",)),
-    "isic": ("ISIC2018", 1, ("cdfss",)),
-    "lung": ("Chest X-ray", 1, ("cdfss",)),
-}
-
-
-def _registered(name: str) -> Benchmark:
-    if name not in _INTERIM:
-        raise ValueError(f"unknown benchmark {name!r}; registered: {', '.join(_INTERIM)}")
-    return Benchmark(name, *_INTERIM[name])
-
-
 def benchmark(name: str) -> Benchmark:
     """The registered benchmark `name` (its label, folds and paper tables: any reads as published numbers to
     compare with); one the registry does not know (registered only in the process that ran it) is labelled by
     its name, has no paper tables and takes its folds from its runs."""
     try:
-        return _registered(name)
+        spec = get_benchmark(name)
     except ValueError:
         return Benchmark(name, name, None, ())
+    return Benchmark(name, spec.label, spec.nfolds, tuple(spec.paper_tables))
 
 
 # Until the backbone registry lands (then: ``hsnetlib.backbones.list_backbones()`` in new_backbones): the names it

@@ -18,22 +18,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hsnetlib.suite.jsonfile import read_json_object, write_json
-from hsnetlib.train import TrainConfig
+from hsnetlib.train import TrainConfig, result_dict
 
 TRAIN_FILES = ("config.json", "env.json", "metrics.csv", "best.pt", "last.pt", "tb")
 SUMMARY_FILE = "summary.json"
-# TrainConfig fields that say where a training is written or how it is watched, not what it computes.
-# The one list of them here until hsnetlib.train.result_dict(config) (field metadata result=False) replaces it.
-NOT_RESULT_FIELDS = ("run_dir", "progress", "workers", "resume")
-
-
-def result_dict(config: TrainConfig) -> dict[str, Any]:
-    """config.to_dict() without the fields that do not change the result (:data:`NOT_RESULT_FIELDS`)."""
-    return {k: v for k, v in config.to_dict().items() if k not in NOT_RESULT_FIELDS}
-
-
 def cache_key(config: TrainConfig) -> str:
-    """Identifies a training by everything its result depends on (:func:`result_dict`)."""
+    """Identifies a training by everything its result depends on (:func:`hsnetlib.train.result_dict`)."""
     return hashlib.sha256(json.dumps(result_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

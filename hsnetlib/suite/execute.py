@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from hsnetlib.suite.grid import Run
-from hsnetlib.suite.jsonfile import UnreadableFile, read_json_object, write_json, write_text
+from hsnetlib.suite.jsonfile import UnreadableFile, read_json_object, write_json
 from hsnetlib.suite.paths import notebook_path, project_root
 from hsnetlib.suite.state import (METRICS_FILE, SPEC_FILE, RunLock, clear_record, headline, is_done, lock_owner,
                                   now, rank, read_state, update_state, where)
+from hsnetlib.utils import atomic_write
 
 KERNEL_NAME = "hsnet"
 EXIT_OWNED = 75  # `execute` exits with this when another process owns the run (its lock is held)
@@ -120,7 +121,7 @@ class _AtomicNotebookWrites:
         return getattr(self.local, name)
 
     def write(self, buf: str, path: str) -> None:
-        write_text(path, buf)
+        atomic_write(path, buf)
 
 
 def _atomic_notebook_writes() -> None:

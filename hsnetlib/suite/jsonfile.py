@@ -1,14 +1,14 @@
-"""JSON files the suite trusts (run states, run records, run hand-offs): written atomically, read with errors
-that name the file, and a full disk said as such."""
+"""JSON files the suite trusts (run states, run records, run hand-offs): written atomically
+(:func:`hsnetlib.utils.atomic_write`: a full disk is named), read with errors that name the file."""
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
+
+from hsnetlib.utils import atomic_write
 
 
 class UnreadableFile(ValueError):
@@ -30,37 +30,9 @@ def plain(value: Any) -> Any:
     return value
 
 
-def disk_full(err: OSError, path: str | os.PathLike) -> OSError:
-    """`err` again, or for a full disk an OSError that says so and names the file."""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return OSError(err.errno, f"no space left on device while writing {path}")
-    return err
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically (a temporary file in the same folder, then a rename); a full disk is named.
-
-    Not hsnetlib.utils' writer: that module imports torch, and the suite's processes (and the kernels of
-    notebooks that only record) need none."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as err:
-        raise disk_full(err, path) from err
-    return path
-
-
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON atomically (metrics.json marks a run as done, so it is never half written)."""
-    return write_text(path, json.dumps(plain(data), indent=2, allow_nan=False) + "\n")
+    return atomic_write(path, json.dumps(plain(data), indent=2, allow_nan=False) + "\n")
 
 
 def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any] | None:

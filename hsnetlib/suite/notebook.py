@@ -20,11 +20,10 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from hsnetlib import model as model_module
 from hsnetlib import predict, synthetic
-from hsnetlib.data import NFOLDS, FewShotDataset, build_dataset
+from hsnetlib.data import FewShotDataset, build_dataset, get_benchmark, list_benchmarks
 from hsnetlib.evaluate import EvalResult, evaluate
-from hsnetlib.model import HSNet, HSNetConfig
+from hsnetlib.model import HSNet, HSNetConfig, variant_fields
 from hsnetlib.profile import profile_model
 from hsnetlib.suite import cache
 from hsnetlib.suite.grid import notebook_parameters
@@ -86,18 +85,9 @@ def resume_arg(resume: str) -> bool | str:
     return RESUME[resume]
 
 
-def variant_fields() -> list[str]:
-    """The model options an ablation varies: HSNetConfig's fields marked ``variant=True``
-    (:func:`hsnetlib.model.variant_fields`; until the core's field metadata lands in this branch, every
-    HSNetConfig field but the backbone and its weights)."""
-    marked = getattr(model_module, "variant_fields", None)
-    if marked is not None:
-        return list(marked())
-    return [f.name for f in dataclasses.fields(HSNetConfig) if f.name not in ("backbone", "weights")]
-
-
 def variant_of(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The model options (:func:`variant_fields`) among a notebook's parameter values (pyramid as a tuple)."""
+    """The model options (:func:`hsnetlib.model.variant_fields`) among a notebook's parameter values (pyramid as a
+    tuple)."""
     return {k: tuple(params[k]) if isinstance(params[k], list) else params[k] for k in variant_fields() if k in params}
 
 
@@ -163,11 +153,11 @@ def check_data_params(params: Mapping[str, Any]) -> None:
     """The benchmark, fold and (when given) shots and episodes of a notebook's parameters, checked before any work:
     a bad value is an error naming the parameter."""
     benchmark, fold = params["benchmark"], params["fold"]
-    if benchmark not in NFOLDS:
-        raise ValueError(f"benchmark={benchmark!r}: choose one of {sorted(NFOLDS)}")
-    if benchmark in NFOLDS and not (isinstance(fold, int) and not isinstance(fold, bool)
-                                    and 0 <= fold < NFOLDS[benchmark]):
-        raise ValueError(f"fold={fold!r} out of range for {benchmark} (0..{NFOLDS[benchmark] - 1})")
+    if benchmark not in list_benchmarks():
+        raise ValueError(f"benchmark={benchmark!r}: choose one of {list_benchmarks()}")
+    nfolds = get_benchmark(benchmark).nfolds
+    if not (isinstance(fold, int) and not isinstance(fold, bool) and 0 <= fold < nfolds):
+        raise ValueError(f"fold={fold!r} out of range for {benchmark} (0..{nfolds - 1})")
     if params.get("synthetic") and benchmark not in SYNTHETIC:
         raise ValueError(f"synthetic=True: there is no synthetic {benchmark!r} benchmark; choose one of "
                          f"{sorted(SYNTHETIC)}")
@@ -198,16 +188,16 @@ def train_config(data: Data, run_dir: str | os.PathLike, params: Mapping[str, An
     """
     if resume is None:
         resume = resume_arg(params.get("resume", "fresh"))
-    model = {**variant_of(params), **(variant or {})}
+    model = HSNetConfig(backbone=params["backbone"], weights=weights_arg(params["weights"]),
+                        **{**variant_of(params), **(variant or {})})
     return TrainConfig(
-        benchmark=data.benchmark, datapath=str(data.root),
+        model=model, benchmark=data.benchmark, datapath=str(data.root),
         splits_dir=None if data.splits_dir is None else str(data.splits_dir),
-        fold=params["fold"], backbone=params["backbone"], weights=weights_arg(params["weights"]),
-        img_size=params["img_size"], epochs=params["epochs"], bsz=params["bsz"], lr=params["lr"],
-        train_episodes_per_epoch=count_arg(params["train_episodes"], "train_episodes"),
+        fold=params["fold"], img_size=params["img_size"], epochs=params["epochs"], bsz=params["bsz"], lr=params["lr"],
+        train_episodes=count_arg(params["train_episodes"], "train_episodes"),
         val_episodes=count_arg(params["val_episodes"], "val_episodes"), seed=params["seed"],
         device=device_arg(params["device"]), run_dir=str(resolve(run_dir)), resume=resume,
-        **{k: params[k] for k in OPTIONAL_TRAIN_PARAMS if k in params}, **model)
+        **{k: params[k] for k in OPTIONAL_TRAIN_PARAMS if k in params})
 
 
 def check_train_params(params: Mapping[str, Any]) -> TrainConfig:
@@ -216,9 +206,7 @@ def check_train_params(params: Mapping[str, Any]) -> TrainConfig:
     (of the data root as given, before any synthetic data is generated)."""
     check_data_params(params)
     data = Data(params["benchmark"], resolve(params["data_root"]), bool(params.get("synthetic")))
-    config = train_config(data, params.get("out_dir", "."), params)
-    config.model_config()  # the model's options (choices, ranges)
-    return config
+    return train_config(data, params.get("out_dir", "."), params)
 
 
 def train_model(config: TrainConfig, cache_dir: str | os.PathLike | None = None,
@@ -227,11 +215,13 @@ def train_model(config: TrainConfig, cache_dir: str | os.PathLike | None = None,
 
     ``config.resume`` False removes what an earlier training left in run_dir first, so the run trains afresh;
     "auto" continues an interrupted training in run_dir (a finished one is returned as it is) and starts one
-    otherwise; True continues and fails without last.pt. With `cache_dir`, a training whose result-relevant
-    configuration was trained there before is not repeated (:mod:`hsnetlib.suite.cache`): its files are put
-    into run_dir and the summary says ``reused_from``. `on_epoch(row)` is called after every epoch trained here.
+    otherwise; True continues and fails without last.pt. With `cache_dir` (taken from the project root), a
+    training whose result-relevant configuration was trained there before is not repeated
+    (:mod:`hsnetlib.suite.cache`): its files are put into run_dir and the summary says ``reused_from``.
+    `on_epoch(row)` is called after every epoch trained here.
     """
     run_dir = Path(config.run_dir)
+    cache_dir = resolve(cache_dir) if cache_dir else None  # from the project root, wherever the kernel runs
     if config.resume is False:
         cache.clear_training(run_dir)
     if config.resume is not False and (run_dir / "last.pt").is_file():
@@ -272,7 +262,7 @@ def validation_baselines(summary: Mapping[str, Any]) -> dict[str, float]:
     first ``val_episodes`` of its validation split, scored like its validation mIoU)."""
     config = TrainConfig(**summary["config"])
     _, val_ds = build_datasets(config)
-    return {name: evaluate(ConstantMask(value), val_ds, nshot=config.shot, max_episodes=config.val_episodes,
+    return {name: evaluate(ConstantMask(value), val_ds, nshot=config.shot, episodes=config.val_episodes,
                            progress=False).miou for name, value in BASELINES}
 
 
@@ -281,9 +271,9 @@ def training_entry(summary: Mapping[str, Any], data: Data, study: str, label: st
     config = summary["config"]
     return TrainingEntry(
         study=study, label=label, benchmark=data.benchmark, dataset=data.dataset, synthetic=data.synthetic,
-        fold=config["fold"], model=dataclasses.asdict(TrainConfig(**config).model_config()), shot=config["shot"],
+        fold=config["fold"], model=dict(config["model"]), shot=config["shot"],
         img_size=config["img_size"], epochs=summary["epochs"], bsz=config["bsz"], lr=config["lr"],
-        train_episodes=config["train_episodes_per_epoch"], val_episodes=config["val_episodes"],
+        train_episodes=config["train_episodes"], val_episodes=config["val_episodes"],
         best_epoch=summary["best_epoch"], best_val_miou=summary["best_val_miou"],
         converged=converged(summary["history"]), history=list(summary["history"]), run_dir=summary["run_dir"],
         checkpoint=summary["best_checkpoint"], reused_from=summary.get("reused_from"))
@@ -331,7 +321,7 @@ def evaluate_model(model: nn.Module, data: Data, fold: int, nshot: int, img_size
     the same evaluation.
     """
     dataset = data.build(fold, "test", nshot, img_size, use_original_imgsize=original_size)
-    run = dict(nshot=nshot, seed=seed, device=device, ignore_label=ignore_label, max_episodes=episodes,
+    run = dict(nshot=nshot, seed=seed, device=device, ignore_label=ignore_label, episodes=episodes,
                batch_size=batch_size)
     result = evaluate(model, dataset, progress=progress, **run)
     scores = _scores(result)

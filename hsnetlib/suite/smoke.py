@@ -35,7 +35,6 @@ SMOKE_PARAMETERS: dict[str, Any] = {
     "train_episodes": 2,
     "val_episodes": 2,
     "bsz": 2,
-    "eval_episodes": 2,
     "episodes": 2,                           # evaluation episodes per shot
     "show_episodes": [0],                    # the episodes a visualisation draws
     "max_layers": 1,

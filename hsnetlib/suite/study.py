@@ -24,13 +24,12 @@ import pandas as pd
 
 from hsnetlib import viz
 from hsnetlib.evaluate import EvalResult
-from hsnetlib.metrics import ratio
-from hsnetlib.model import HSNet, HSNetConfig
+from hsnetlib.metrics import PAIRING_KEYS, paired_bootstrap
+from hsnetlib.model import HSNet, HSNetConfig, variant_fields
 from hsnetlib.suite import notebook
-from hsnetlib.suite.cache import result_dict
 from hsnetlib.suite.paths import resolve
 from hsnetlib.suite.records import EvaluationEntry, Paired, ProfileEntry, TrainingEntry
-from hsnetlib.train import TrainConfig
+from hsnetlib.train import TrainConfig, result_dict
 
 
 # -- the registry ------------------------------------------------------------------------------------------
@@ -54,9 +53,9 @@ _STUDIES: dict[str, Study] = {}
 
 
 def register_study(study: Study) -> Study:
-    if study.option not in notebook.variant_fields():
+    if study.option not in variant_fields():
         raise ValueError(f"study {study.name!r}: {study.option!r} is not a model variant option; "
-                         f"choose one of {notebook.variant_fields()}")
+                         f"choose one of {variant_fields()}")
     _STUDIES[study.name] = study
     return study
 
@@ -103,21 +102,19 @@ def load_training(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def variant_options(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The model options (:func:`hsnetlib.suite.notebook.variant_fields`) a training was run with."""
-    return notebook.variant_of(summary["config"])
-
-
-# What may differ between the trainings of one study besides the model options: where they ran.
-ALIKE_EXCEPT = ("device",)
+    """The model options (:func:`hsnetlib.model.variant_fields`) a training was run with."""
+    return notebook.variant_of(summary["config"]["model"])
 
 
 def check_alike(summaries: Mapping[str, Mapping[str, Any]]) -> None:
-    """Refuse to compare trainings that differ in anything but their model options and where they ran."""
-    ignored = set(notebook.variant_fields()) | set(ALIKE_EXCEPT)
+    """Refuse to compare trainings that differ in anything but their model options (variant fields) and where they
+    ran (:func:`hsnetlib.train.result_dict`)."""
+    variants = set(variant_fields())
 
     def compared(summary: Mapping[str, Any]) -> dict[str, Any]:
         result = result_dict(TrainConfig(**summary["config"]))
-        return {k: v for k, v in result.items() if k not in ignored}
+        model = result.pop("model")
+        return {**result, **{f"model.{k}": v for k, v in model.items() if k not in variants}}
 
     (first_label, first), *others = summaries.items()
     mine = compared(first)
@@ -163,44 +160,10 @@ def train_variants(study: Study, data: notebook.Data, out_dir: str | os.PathLike
 
 
 # -- comparing on shared episodes -----------------------------------------------------------------------------
-EPISODE_KEYS = ["seed", "episode", "class_id", "query", "supports"]
-
-
 def episodes_digest(result: EvalResult) -> str:
     """A fingerprint of the episodes an evaluation scored (class, query and supports of each, in order)."""
-    keys = result.episodes[EPISODE_KEYS].astype(str)
+    keys = result.episodes[list(PAIRING_KEYS)].astype(str)
     return hashlib.sha256("\n".join(keys.agg("|".join, axis=1)).encode()).hexdigest()[:16]
-
-
-def paired_bootstrap(result: EvalResult, reference: EvalResult, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, Any]:
-    """The mIoU difference result - reference on the same episodes, with a paired percentile bootstrap interval.
-
-    Each replicate resamples the shared episodes with replacement -- the same draw for both models -- and
-    recomputes both fold mIoUs from the resampled per-class sums (as :func:`hsnetlib.metrics.bootstrap_miou`
-    does for one model), so the episode-to-episode difficulty that both share cancels in the difference.
-    (The one implementation the suite calls; it moves to hsnetlib.metrics.paired_bootstrap with the same numbers.)
-    """
-    mine, ref = result.episodes, reference.episodes
-    if len(mine) != len(ref) or not mine[EPISODE_KEYS].reset_index(drop=True).equals(
-            ref[EPISODE_KEYS].reset_index(drop=True)):
-        raise ValueError("a paired comparison needs both evaluations on the same episodes (same data, fold, shots, "
-                         "episode seed and count)")
-    classes = sorted(set(mine["class_id"]) | set(result.per_class["class_id"]))
-    onehot = (mine["class_id"].to_numpy()[:, None] == np.asarray(classes)[None]).astype(float)  # (N, C)
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(len(mine), np.full(len(mine), 1 / len(mine)), size=n_boot)  # (n_boot, N)
-
-    def miou(frame: pd.DataFrame, w: np.ndarray) -> np.ndarray:
-        inter = w @ (onehot * frame["fg_inter"].to_numpy()[:, None])
-        union = w @ (onehot * frame["fg_union"].to_numpy()[:, None])
-        return ratio(inter, union).mean(-1) * 100
-
-    delta = miou(mine, weights) - miou(ref, weights)
-    point = float(miou(mine, np.ones((1, len(mine))))[0] - miou(ref, np.ones((1, len(ref))))[0])
-    alpha = (1 - level) / 2
-    low, high = np.quantile(delta, [alpha, 1 - alpha])
-    return {"delta_miou": point, "ci95": [float(low), float(high)], "episodes": len(mine)}
 
 
 @dataclass
@@ -225,7 +188,7 @@ def evaluate_variants(study: Study, data: notebook.Data, fold: int, trainings: M
                       reference: str, shots: Iterable[int], episodes: int | None, ignore_label: bool = True,
                       baselines: bool = False, device: str | None = None, progress: bool = True) -> StudyResult:
     """Evaluate each training's best checkpoint on the same test episodes for every shot, and compare each
-    variant with `reference` (:func:`paired_bootstrap`)."""
+    variant with `reference` (:func:`hsnetlib.metrics.paired_bootstrap`, over the fold's classes)."""
     if reference not in trainings:
         raise ValueError(f"reference variant {reference!r} is not one of the trainings {sorted(trainings)}")
     check_alike(trainings)
@@ -245,7 +208,9 @@ def evaluate_variants(study: Study, data: notebook.Data, fold: int, trainings: M
                 checkpoint=checkpoint, progress=progress)
             entry.episodes_digest = episodes_digest(scored[label])
             if label != reference:
-                entry.paired = Paired(reference=reference, **paired_bootstrap(scored[label], scored[reference]))
+                entry.paired = Paired(reference=reference, **paired_bootstrap(
+                    scored[label].episodes, scored[reference].episodes,
+                    fold_classes=scored[reference].per_class["class_id"].unique().tolist()))
             result.evaluations.append(entry)
     return result
 
@@ -285,7 +250,7 @@ def profile_variants(result: StudyResult, trainings: Mapping[str, Mapping[str, A
     """Profile every variant's model (size, time, memory, FLOPs; independent of the weights) into
     ``result.profiles``; returns them as a frame."""
     for label, summary in trainings.items():
-        config = dataclasses.replace(TrainConfig(**summary["config"]).model_config(), weights=None)
+        config = dataclasses.replace(TrainConfig(**summary["config"]).model, weights=None)
         model = HSNet.from_config(config)
         result.profiles.append(notebook.profile_entry(model, result.study.name, label, img_size, device,
                                                       repeats=repeats))
