@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from hsnetlib.backbones import list_backbones
 from hsnetlib.data import get_benchmark
 from hsnetlib.model import HSNetConfig, variant_fields
 
@@ -49,12 +50,6 @@ def benchmark(name: str) -> Benchmark:
     return Benchmark(name, spec.label, spec.nfolds, tuple(spec.paper_tables))
 
 
-# Until the backbone registry lands (then: ``hsnetlib.backbones.list_backbones()`` in new_backbones): the names it
-# registers (issue 15).
-_REGISTERED_BACKBONES = ("vgg16", "resnet50", "resnet101", "swin_base_patch4_window12_384", "convnext_base",
-                         "vit_small_patch14_dinov2", "vit_base_patch14_dinov2", "vit_large_patch14_dinov2")
-
-
 def new_backbones(paper_backbones: set[str]) -> tuple[str, ...]:
     """The registered backbones the paper does not use, in registration order."""
-    return tuple(name for name in _REGISTERED_BACKBONES if name not in paper_backbones)
+    return tuple(name for name in list_backbones() if name not in paper_backbones)
