@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 KERNEL := hsnet
 PYTEST_ARGS ?=
 
-.PHONY: setup test smoke smoke-test demo demo-ablations lab results bench gpu-check
+.PHONY: setup test smoke smoke-test demo demo-ablations demo-cdfss lab results bench gpu-check
 
 setup: $(BIN)/activate
 	$(BIN)/pip install -e ".[dev]"
@@ -33,6 +33,11 @@ demo:
 demo-ablations: demo
 	$(BIN)/python -m hsnetlib.suite run grids/demo-ablations.toml --runs-dir runs/demo
 	$(BIN)/python -m hsnetlib.suite run grids/demo.toml --only results --force
+
+# The cross-domain path (grids/cdfss.toml) on the synthetic layouts: train on pascal-all (FSS-1000 val selection),
+# evaluate on Deepglobe, ISIC, Chest X-ray, FSS-1000; results/ rewritten from everything under runs/demo/.
+demo-cdfss:
+	$(BIN)/python -m hsnetlib.suite run grids/demo-cdfss.toml --runs-dir runs/demo
 
 lab:  # JupyterLab with the project's kernel, "HSNet (hsnet)"
 	$(BIN)/jupyter lab

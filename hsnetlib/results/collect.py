@@ -13,7 +13,9 @@ adds (kept in the entry's ``extra``) becomes a column. What is read of a record:
   generated data), train_benchmark (the training benchmark when it is not the test's, e.g.
   ``pascal-all`` for the cross-domain targets), fold, nshot, ignore_label, img_size,
   original_size, episodes, model (HSNetConfig fields), learnable_params, miou, fbiou, ci95,
-  baselines and, for an ablation variant, ``paired``: {reference, delta_miou, ci95};
+  baselines, ``data`` (the data set's description: its resolved options, as the column
+  ``data_options``, JSON, and in the run's provenance) and, for an ablation variant, ``paired``:
+  {reference, delta_miou, ci95};
 * ``profiles``: study, model, img_size, nshot, device, learnable_params, time_ms, memory_gb, gflops;
 * ``trainings``: study, label, model, dataset, fold, img_size, converged, history (one dict per
   epoch: epoch, train_miou, val_miou, ...).
@@ -67,14 +69,26 @@ def in_project(text: str) -> str:
     return text.replace(f"{project_root()}{os.sep}", "")
 
 
+def data_settings(record: RunRecord) -> str:
+    """The data every evaluation of a record scored: benchmark, its resolved options (e.g. isic_convention,
+    lung_masks) and episode count, one "; "-separated item per distinct setting ("" for older records)."""
+    items = []
+    for entry in record.evaluations:
+        if entry.data is not None:
+            options = "".join(f", {k}={v}" for k, v in (entry.data.get("options") or {}).items())
+            items.append(f"{entry.benchmark}{options}, {entry.data.get('n_episodes')} episodes")
+    return "; ".join(dict.fromkeys(items))
+
+
 def provenance(run: str, record: RunRecord) -> dict[str, Any]:
-    """Where a run record came from: notebook, parameters, seed, checkpoints, code version, device."""
+    """Where a run record came from: notebook, parameters, seed, checkpoints, code version, device, the data
+    settings of its evaluations (:func:`data_settings`)."""
     checkpoints = {"": record.checkpoint, **record.checkpoints}
     return {"run": run, "notebook": record.notebook, "seed": record.seed,
             "checkpoints": in_project("; ".join(f"{name + ': ' if name else ''}{c.path} (sha256 {c.sha256[:12]})"
                                                 for name, c in checkpoints.items() if c is not None)),
             "code_version": record.provenance.get("code_version"), "device": record.provenance.get("device"),
-            "parameters": in_project(json.dumps(record.parameters, sort_keys=True))}
+            "parameters": in_project(json.dumps(record.parameters, sort_keys=True)), "data": data_settings(record)}
 
 
 def _interval(entry: dict[str, Any], prefix: str) -> dict[str, float]:
@@ -88,7 +102,8 @@ def _evaluation_columns(entry: dict[str, Any]) -> dict[str, Any]:
     paired = entry.get("paired") or {}
     row = {**_interval(entry, ""), "reference": paired.get("reference"),
            "paired_delta": float(paired.get("delta_miou", np.nan)), **_interval(paired, "paired_"),
-           "train_benchmark": entry.get("train_benchmark") or entry["benchmark"]}
+           "train_benchmark": entry.get("train_benchmark") or entry["benchmark"],
+           "data_options": json.dumps((entry.get("data") or {}).get("options") or {}, sort_keys=True)}
     for name, scores in (entry.get("baselines") or {}).items():
         row[f"{name}_miou"], row[f"{name}_fbiou"] = scores["miou"], scores["fbiou"]
     return row
@@ -105,7 +120,7 @@ def collect(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
                   "device": source["device"], "study": "main", "label": "HSNet"}
         for section in SECTIONS:
             for entry in (e.to_dict() for e in getattr(record, section)):
-                row = {**common, **{k: v for k, v in entry.items() if k not in ("model", "ci95", "paired")},
+                row = {**common, **{k: v for k, v in entry.items() if k not in ("model", "ci95", "paired", "data")},
                        **model_columns(entry.get("model"))}
                 if section == "evaluations":
                     row.update(_evaluation_columns(entry))

@@ -114,7 +114,8 @@ def line_groups(frame: pd.DataFrame) -> list[pd.DataFrame]:
 
 
 def run_note(number: int, run: pd.Series) -> str:
-    """A run record as a note under a table: notebook, seed, checkpoints, code version, device, parameters."""
+    """A run record as a note under a table: notebook, seed, checkpoints, code version, device, the data settings
+    of its evaluations (benchmark options, episodes), parameters."""
     parameters = ", ".join(f"{k}={v!r}" for k, v in json.loads(run["parameters"]).items())
     seed = run["seed"]  # a float column once a record lacks its seed
     if seed is None or (isinstance(seed, float) and math.isnan(seed)):
@@ -123,7 +124,8 @@ def run_note(number: int, run: pd.Series) -> str:
         seed = int(seed)
     return (f"[{number}] `{run['run']}`: {run['notebook']}, seed {seed}, "
             f"checkpoints {run['checkpoints'] or 'none'}, code {run['code_version']}, device {run['device']}; "
-            f"parameters: {parameters}")
+            + (f"data: {run['data']}; " if isinstance(run.get("data"), str) and run["data"] else "")
+            + f"parameters: {parameters}")
 
 
 def render_markdown(table: PaperTable, frame: pd.DataFrame, runs: pd.DataFrame) -> str:

@@ -4,8 +4,8 @@ training (with the training cache) and evaluating a model, trivial baselines, pr
 record (:mod:`hsnetlib.suite.records`).
 
 Notebook parameters cannot be None (TOML grids have no null), so "none" stands for no backbone weights, "auto"
-for the automatic device and 0 for "all" episodes: :func:`weights_arg`, :func:`device_arg` and :func:`count_arg`
-translate them; :func:`train_config` is the one place where notebook parameters become a TrainConfig.
+for the automatic device, 0 for "all" episodes and "" for the default of a benchmark setting: :func:`weights_arg`,
+:func:`device_arg`, :func:`count_arg`, :func:`val_benchmark_arg` and :func:`benchmark_options` translate them; :func:`train_config` is the one place where notebook parameters become a TrainConfig.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from hsnetlib.suite.paths import resolve
 from hsnetlib.suite.records import (MAIN_STUDY, EvaluationEntry, ProfileEntry, Scores, TrainingEntry,
                                     write_run_record)
 from hsnetlib.train import TrainConfig, build_datasets, check_resumable, train
+from hsnetlib.utils import load_checkpoint
 
 
 def output_dir(out_dir: str | os.PathLike) -> Path:
@@ -77,6 +78,26 @@ def count_arg(count: int, name: str = "episodes") -> int | None:
     return count or None
 
 
+def val_benchmark_arg(val_benchmark: str) -> str | None:
+    """Notebook value -> TrainConfig.val_benchmark: "" -> None (the training benchmark's val split), else a
+    registered benchmark ("fss": FSS-1000 val, the cross-domain model selection)."""
+    if val_benchmark and val_benchmark not in list_benchmarks():
+        raise ValueError(f"val_benchmark={val_benchmark!r}: choose '' or one of {list_benchmarks()}")
+    return val_benchmark or None
+
+
+def benchmark_options(benchmark: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The benchmark's own options (``get_benchmark(benchmark).options``, e.g. isic_convention, lung_masks) among a
+    notebook's parameters; "" means the registered default. An option of another benchmark set to a value is an
+    error naming the parameter (it would be silently ignored)."""
+    own = get_benchmark(benchmark).options
+    for name in OPTION_PARAMS:
+        if params.get(name) and name not in own:
+            raise ValueError(f"{name}={params[name]!r} is an option of another benchmark, not of {benchmark!r} "
+                             f"(its options: {sorted(own) or 'none'}); set it to \"\"")
+    return {name: params[name] for name in own if params.get(name)}
+
+
 def resume_arg(resume: str) -> bool | str:
     """Notebook value -> TrainConfig.resume: "auto" (continue an interrupted training, else start), "fresh"
     (start afresh: what run_dir holds is removed), "continue" (resume; an error without last.pt)."""
@@ -91,21 +112,39 @@ def variant_of(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: tuple(params[k]) if isinstance(params[k], list) else params[k] for k in variant_fields() if k in params}
 
 
+# The benchmarks' own options a notebook may declare as parameters (every registered one: "" = its default).
+OPTION_PARAMS = tuple(dict.fromkeys(name for b in list_benchmarks() for name in get_benchmark(b).options))
+
 # -- data --------------------------------------------------------------------------------------------------
-# The synthetic benchmark the notebooks generate when `synthetic` is on and the root lacks it:
-# small enough to write in seconds, large enough for the demo.
+# The synthetic data the notebooks generate when `synthetic` is on and the root lacks it, per synthetic layout
+# (a benchmark's `BenchmarkSpec.synthetic`): small enough to write in seconds, large enough for the demos.
 SYNTHETIC = {
     "pascal": dict(images_per_class=40, val_images_per_class=12, size=128),
     "fss": dict(n_classes=20, images_per_class=10, size=128),
+    "deepglobe": dict(images_per_class=12, size=128),
+    "isic": dict(images_per_class=12, size=128),
+    "lung": dict(images_per_class=24, size=128),
 }
+
+
+def synthetic_layout(benchmark: str) -> str | None:
+    """The synthetic layout of a registered benchmark that the notebooks can generate (None: none)."""
+    layout = get_benchmark(benchmark).synthetic
+    return layout if layout in SYNTHETIC else None
+
+
+def synthetic_benchmarks() -> list[str]:
+    """The registered benchmarks the notebooks can generate synthetic data for."""
+    return [b for b in list_benchmarks() if synthetic_layout(b) is not None]
 
 
 @dataclass(frozen=True)
 class Data:
     """A benchmark's data root, and whether it is the synthetic stand-in."""
-    benchmark: str           # loader layout: "pascal" | "coco" | "fss"
+    benchmark: str           # a registered benchmark: "pascal" | "coco" | "fss" | "pascal-all" | "deepglobe" | ...
     root: Path
     synthetic: bool
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the benchmark's own options (given)
 
     @property
     def dataset(self) -> str:
@@ -118,7 +157,7 @@ class Data:
 
     def build(self, fold: int, split: str, shot: int, img_size: int, **options: Any) -> FewShotDataset:
         return build_dataset(self.benchmark, self.root, fold, split, shot, img_size=img_size,
-                             splits_dir=self.splits_dir, **options)
+                             splits_dir=self.splits_dir, options=self.options, **options)
 
 
 def _synthetic_layouts(root: Path) -> dict[str, Any]:
@@ -126,27 +165,31 @@ def _synthetic_layouts(root: Path) -> dict[str, Any]:
     return json.loads(manifest.read_text()).get("layouts", {}) if manifest.is_file() else {}
 
 
-def prepare_data(benchmark: str, data_root: str, synthetic_data: bool) -> Data:
-    """The data of `benchmark` under `data_root`; with `synthetic_data`, generate it there if missing (or
-    written with other settings than :data:`SYNTHETIC`).
+def prepare_data(benchmark: str, data_root: str, synthetic_data: bool, val_benchmark: str | None = None,
+                 options: Mapping[str, Any] | None = None) -> Data:
+    """The data of `benchmark` (and of `val_benchmark`, a training's model-selection benchmark, under the same
+    root) under `data_root`; with `synthetic_data`, generate their synthetic layouts there if missing (or written
+    with other settings than :data:`SYNTHETIC`). `options`: the benchmark's own options (:func:`benchmark_options`).
 
     Real data is never generated: a missing real benchmark is an error from the loader naming the path
     (README "Data sets"), and a root that holds the synthetic benchmark cannot be used as real data.
     """
     root = resolve(data_root)
     layouts = _synthetic_layouts(root)
-    if synthetic_data:
-        if benchmark not in SYNTHETIC:
-            raise ValueError(f"there is no synthetic {benchmark!r} benchmark; choose one of {sorted(SYNTHETIC)}")
-        written = layouts.get(benchmark, {})
-        wanted = SYNTHETIC[benchmark]
-        if written.get("seed") != 0 or any(written.get("params", {}).get(k) != v for k, v in wanted.items()):
-            print(f"generating the synthetic {benchmark} benchmark under {root} ...")
-            synthetic.generate(root, layout=benchmark, seed=0, **SYNTHETIC[benchmark])
-    elif benchmark in layouts:
-        raise ValueError(f"{root} holds the synthetic {benchmark} benchmark ({synthetic.MANIFEST_NAME}); "
-                         "set synthetic=True, or point data_root at the real data")
-    return Data(benchmark, root, synthetic_data)
+    for name in dict.fromkeys(b for b in (benchmark, val_benchmark) if b is not None):
+        layout = synthetic_layout(name)
+        if synthetic_data:
+            if layout is None:
+                raise ValueError(f"there is no synthetic {name!r} benchmark; choose one of {synthetic_benchmarks()}")
+            written = layouts.get(layout, {})
+            wanted = SYNTHETIC[layout]
+            if written.get("seed") != 0 or any(written.get("params", {}).get(k) != v for k, v in wanted.items()):
+                print(f"generating the synthetic {layout} layout ({name}) under {root} ...")
+                synthetic.generate(root, layout=layout, seed=0, **wanted)
+        elif layout in layouts:
+            raise ValueError(f"{root} holds the synthetic {layout} layout ({synthetic.MANIFEST_NAME}); "
+                             "set synthetic=True, or point data_root at the real data")
+    return Data(benchmark, root, synthetic_data, dict(options or {}))
 
 
 def check_data_params(params: Mapping[str, Any]) -> None:
@@ -158,9 +201,12 @@ def check_data_params(params: Mapping[str, Any]) -> None:
     nfolds = get_benchmark(benchmark).nfolds
     if not (isinstance(fold, int) and not isinstance(fold, bool) and 0 <= fold < nfolds):
         raise ValueError(f"fold={fold!r} out of range for {benchmark} (0..{nfolds - 1})")
-    if params.get("synthetic") and benchmark not in SYNTHETIC:
-        raise ValueError(f"synthetic=True: there is no synthetic {benchmark!r} benchmark; choose one of "
-                         f"{sorted(SYNTHETIC)}")
+    val_benchmark = val_benchmark_arg(params.get("val_benchmark", ""))
+    for name in (benchmark, val_benchmark):
+        if name is not None and params.get("synthetic") and synthetic_layout(name) is None:
+            raise ValueError(f"synthetic=True: there is no synthetic {name!r} benchmark; choose one of "
+                             f"{synthetic_benchmarks()}")
+    get_benchmark(benchmark).resolve_options(benchmark_options(benchmark, params))
     for k in params.get("shots", []):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"shots={params['shots']!r}: every K must be an integer >= 1")
@@ -196,6 +242,7 @@ def train_config(data: Data, run_dir: str | os.PathLike, params: Mapping[str, An
         fold=params["fold"], img_size=params["img_size"], epochs=params["epochs"], bsz=params["bsz"], lr=params["lr"],
         train_episodes=count_arg(params["train_episodes"], "train_episodes"),
         val_episodes=count_arg(params["val_episodes"], "val_episodes"), seed=params["seed"],
+        val_benchmark=val_benchmark_arg(params.get("val_benchmark", "")),
         device=device_arg(params["device"]), run_dir=str(resolve(run_dir)), resume=resume,
         **{k: params[k] for k in OPTIONAL_TRAIN_PARAMS if k in params})
 
@@ -305,6 +352,13 @@ def load_model(checkpoint: str, device: str | torch.device | None = None, backbo
     return model.to(device) if device is not None else model
 
 
+def checkpoint_train_benchmark(checkpoint: str | os.PathLike) -> str | None:
+    """The benchmark an hsnetlib checkpoint (best.pt) was trained on, from the TrainConfig it holds; None for
+    a checkpoint without one (an authors' best_model.pt, HSNet.save without a training)."""
+    payload = load_checkpoint(resolve(checkpoint))
+    return (payload.get("train_config") or {}).get("benchmark") if isinstance(payload, Mapping) else None
+
+
 def _scores(result: EvalResult) -> Scores:
     return Scores(miou=result.miou, fbiou=result.fbiou, ci95=list(result.ci95))
 
@@ -313,14 +367,16 @@ def evaluate_model(model: nn.Module, data: Data, fold: int, nshot: int, img_size
                    label: str = "HSNet", ignore_label: bool = True, original_size: bool = False,
                    episodes: int | None = None, seed: int = 0, device: str | torch.device | None = None,
                    baselines: bool = True, checkpoint: str | os.PathLike | None = None, progress: bool = True,
-                   batch_size: int = 8) -> tuple[EvaluationEntry, EvalResult]:
+                   batch_size: int = 8, train_benchmark: str | None = None) -> tuple[EvaluationEntry, EvalResult]:
     """Score `model` on the fold's test episodes; returns (the `evaluations` entry, the EvalResult).
 
     `episodes`: how many test episodes (None: the benchmark's test-episode count). `batch_size` only changes
     speed. With `baselines`, all-foreground and all-background predictions are scored on the same episodes by
-    the same evaluation.
+    the same evaluation. `train_benchmark`: the benchmark the model was trained on (e.g. "pascal-all" for a
+    cross-domain target; None: unknown, taken as the evaluated one). The entry's ``data`` is
+    ``dataset.describe()``: the benchmark's resolved options (isic_convention, lung_masks) and episode count.
     """
-    dataset = data.build(fold, "test", nshot, img_size, use_original_imgsize=original_size)
+    dataset = data.build(fold, "test", nshot, img_size, use_original_imgsize=original_size, episodes=episodes)
     run = dict(nshot=nshot, seed=seed, device=device, ignore_label=ignore_label, episodes=episodes,
                batch_size=batch_size)
     result = evaluate(model, dataset, progress=progress, **run)
@@ -329,6 +385,7 @@ def evaluate_model(model: nn.Module, data: Data, fold: int, nshot: int, img_size
         study=study, label=label, benchmark=data.benchmark, dataset=data.dataset, synthetic=data.synthetic,
         fold=fold, nshot=nshot, ignore_label=ignore_label, img_size=img_size, original_size=original_size,
         episodes=len(result.episodes), seed=seed, model=dataclasses.asdict(model.config),
+        train_benchmark=train_benchmark, data=dataset.describe(),
         learnable_params=model.num_learnable_parameters(),
         checkpoint=None if checkpoint is None else str(resolve(checkpoint)),
         miou=scores.miou, fbiou=scores.fbiou, ci95=scores.ci95,

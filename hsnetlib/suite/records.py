@@ -131,7 +131,11 @@ class EvaluationEntry:
     or None), ``fbiou``, ``ci95`` (see :class:`Scores`), ``per_class`` (list of {class_id, class_name,
     episodes, iou}), optional ``baselines`` ({"all_foreground": Scores, "all_background": Scores} on the same
     episodes), ``episodes_digest`` (fingerprint of the episodes, ablation studies) and ``paired``
-    (:class:`Paired`, an ablation variant other than the reference). ``extra``: keys of a newer writer, kept.
+    (:class:`Paired`, an ablation variant other than the reference), ``train_benchmark`` (the benchmark the
+    model was trained on when it is not the evaluated one, e.g. "pascal-all" for the cross-domain targets; None:
+    the evaluated one), ``data`` (``FewShotDataset.describe()``: the benchmark's resolved options such as
+    isic_convention and lung_masks, the episode count, class names, scoring). ``extra``: keys of a newer writer,
+    kept.
     """
     study: str
     label: str
@@ -155,9 +159,11 @@ class EvaluationEntry:
     baselines: dict[str, Scores] | None = None
     episodes_digest: str | None = None
     paired: Paired | None = None
+    train_benchmark: str | None = None
+    data: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    OPTIONAL = ("baselines", "episodes_digest", "paired")
+    OPTIONAL = ("baselines", "episodes_digest", "paired", "train_benchmark", "data")
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self, self.OPTIONAL)

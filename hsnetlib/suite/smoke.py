@@ -49,10 +49,13 @@ def runs_dir(runs: str | os.PathLike) -> Path:
 
 
 def synthetic_layout(benchmark: str) -> str | None:
-    """The synthetic layout that stands in for `benchmark` (None: the generator has none yet)."""
+    """The synthetic layout that stands in for `benchmark` (its ``BenchmarkSpec.synthetic``; None: the generator
+    has none yet, or the benchmark is not registered)."""
     from hsnetlib import synthetic
+    from hsnetlib.data import get_benchmark, list_benchmarks
 
-    return benchmark if benchmark in synthetic.LAYOUTS else None
+    layout = get_benchmark(benchmark).synthetic if benchmark in list_benchmarks() else None
+    return layout if layout in synthetic.LAYOUTS else None
 
 
 def _smoke_value(value: Any, declared_type: str, context: dict[str, str]) -> tuple[bool, Any]:
