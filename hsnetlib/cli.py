@@ -133,9 +133,25 @@ def _add_test(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--splits-dir", default=None,
                    help="directory of split lists replacing the shipped ones (synthetic data: ROOT/splits)")
     p.add_argument("--class-split", default=None, help="benchmark 'folder': JSON file of the class split")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="test episodes (default: the benchmark's registered count, e.g. 600 on the CD-FSS targets)")
+    for name, (option, owners) in _benchmark_options().items():  # e.g. --isic-convention, --lung-masks
+        p.add_argument("--" + name.replace("_", "-"), dest=name, choices=option.choices, default=None,
+                       help=f"{'/'.join(owners)} only: {option.help} (default: {option.default})")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     _add_common(p)
     p.set_defaults(func=run_test, parser=p)
+
+
+def _benchmark_options() -> dict[str, tuple[Any, list[str]]]:
+    """Every registered benchmark's own option: name -> (its BenchmarkOption, the benchmarks that have it)."""
+    from hsnetlib.data import get_benchmark
+
+    found: dict[str, tuple[Any, list[str]]] = {}
+    for benchmark in list_benchmarks():
+        for name, option in get_benchmark(benchmark).options.items():
+            found.setdefault(name, (option, []))[1].append(benchmark)
+    return found
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -192,16 +208,20 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from hsnetlib.data import build_dataset
+    from hsnetlib.data import build_dataset, get_benchmark
     from hsnetlib.evaluate import evaluate
     from hsnetlib.predict import load_model
 
+    given = {name: getattr(args, name) for name in _benchmark_options() if getattr(args, name) is not None}
+    foreign = sorted(set(given) - set(get_benchmark(args.benchmark).options))
+    if foreign:
+        args.parser.error(f"--{foreign[0].replace('_', '-')} is not an option of benchmark {args.benchmark}")
     device = getattr(args, "device", None)
     model = load_model(args.load, backbone=args.backbone)
     dataset = build_dataset(args.benchmark, args.datapath, fold=args.fold, split="test", shot=args.nshot,
                             img_size=args.img_size,
                             use_original_imgsize=args.use_original_imgsize, class_split=args.class_split,
-                            splits_dir=args.splits_dir)
+                            splits_dir=args.splits_dir, episodes=args.episodes, options=given)
     out = Path(args.logpath or Path("runs") / "test" / run_name(args.benchmark, args.fold, model.config.backbone,
                                                                  args.nshot))
     result = evaluate(model, dataset, nshot=args.nshot, seed=args.seed, batch_size=args.bsz, device=device,

@@ -99,3 +99,12 @@ def test_smoke_of_the_cdfss_grid(tmp_path):
         assert [e["nshot"] for e in record["evaluations"]] == [1, 5]
         assert all(e["train_benchmark"] == "pascal-all" and e["benchmark"] == target and "options" in e["data"]
                    for e in record["evaluations"])
+
+
+def test_cli_test_takes_the_benchmark_options_and_refuses_another_benchmarks(capsys):
+    from hsnetlib import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["test", "--load", "missing.pt", "--benchmark", "lung", "--isic-convention", "ifa"])
+    assert exit_.value.code == 2
+    assert "--isic-convention is not an option of benchmark lung" in capsys.readouterr().err
