@@ -83,6 +83,8 @@ def test_training_notebook_variant_is_the_model_options():
 @pytest.mark.parametrize("name, parameters, message", [
     ("01_train.ipynb", {"fold": 9}, "fold=9 out of range for pascal"),
     ("04_ablation_pyramid.ipynb", {"reference": "1-2"}, "reference='1-2' is none of the variants"),
+    ("02_evaluate.ipynb", {"benchmark": "lung", "isic_convention": "ifa"},
+     "isic_convention='ifa' is an option of another benchmark, not of 'lung'"),
 ])
 def test_parameter_errors_stop_the_cell_after_the_parameters(tmp_path, name, parameters, message):
     """A bad parameter is reported where the parameters are read, before any data or training."""
