@@ -5,7 +5,8 @@ record (:mod:`hsnetlib.suite.records`).
 
 Notebook parameters cannot be None (TOML grids have no null), so "none" stands for no backbone weights, "auto"
 for the automatic device, 0 for "all" episodes and "" for the default of a benchmark setting: :func:`weights_arg`,
-:func:`device_arg`, :func:`count_arg`, :func:`val_benchmark_arg` and :func:`benchmark_options` translate them; :func:`train_config` is the one place where notebook parameters become a TrainConfig.
+:func:`device_arg`, :func:`count_arg`, :func:`val_benchmark_arg` and :func:`benchmark_options` translate them;
+:func:`train_config` is the one place where notebook parameters become a TrainConfig.
 """
 from __future__ import annotations
 
