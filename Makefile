@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 KERNEL := hsnet
 PYTEST_ARGS ?=
 
-.PHONY: setup test smoke smoke-test demo demo-ablations lab results bench gpu-check
+.PHONY: setup test smoke smoke-test demo demo-ablations demo-backbones lab results bench gpu-check
 
 setup: $(BIN)/activate
 	$(BIN)/pip install -e ".[dev]"
@@ -32,6 +32,12 @@ demo:
 # The demo's six ablation studies (each variant its own training, to convergence), then results/ again with them.
 demo-ablations: demo
 	$(BIN)/python -m hsnetlib.suite run grids/demo-ablations.toml --runs-dir runs/demo
+	$(BIN)/python -m hsnetlib.suite run grids/demo.toml --only results --force
+
+# HSNet with each new backbone at demo scale (random weights, 56/64 px; README "Backbones"), then results/ again
+# with them ("HSNet across backbones", synthetic demo section).
+demo-backbones: demo
+	$(BIN)/python -m hsnetlib.suite run grids/demo-backbones.toml --runs-dir runs/demo
 	$(BIN)/python -m hsnetlib.suite run grids/demo.toml --only results --force
 
 lab:  # JupyterLab with the project's kernel, "HSNet (hsnet)"
