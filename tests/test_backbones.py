@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +230,11 @@ def test_image_size_whose_levels_squeeze_to_different_grids_is_refused_naming_va
         model.predict_mask(*episode(264, shots=1, batch=1))
     assert model.valid_img_sizes(264) == (263, 288)
     assert model.predict_mask(*episode(263, shots=1, batch=1)).shape == (1, 263, 263)
+
+
+def test_readme_lists_each_backbones_learner_parameter_count(model):
+    """README "Backbones" has one table row per registered backbone with its learner's parameter count."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    row = re.search(rf"^\| `{model.config.backbone}` \|.*\| ([\d,]+) \|$", readme, flags=re.M)
+    assert row, f"README.md's Backbones table has no row for {model.config.backbone}"
+    assert row.group(1) == f"{model.num_learnable_parameters():,}"
