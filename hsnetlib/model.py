@@ -68,8 +68,9 @@ class HSNetConfig:
     """
     backbone: str = option("resnet50", choices=list_backbones, paper="Sec. 5.1",
                            help="frozen feature extractor")
-    weights: str | None = option("imagenet", help="backbone initialisation: 'imagenet' (torchvision's weights), "
-                                                  "None (random) or the path of a torchvision state dict")
+    weights: str | None = option("imagenet", help="backbone initialisation: one of the backbone's named weights "
+                                                  "('imagenet' for torchvision's, a timm pretrained tag such as "
+                                                  "'lvd142m' for timm's), None (random) or a weights file path")
     hypercorrelation: str = option("full", choices=HYPERCORRELATIONS, paper="Fig. 6, Table A3", variant=True,
                                    help="which backbone layers are correlated")
     pyramid: tuple[int, ...] = option((1, 2, 3), choices=PYRAMIDS, paper="Fig. 7, Table A4", variant=True,
