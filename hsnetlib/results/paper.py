@@ -300,9 +300,9 @@ def backbones_table(backbones: tuple[str, ...]) -> PaperTable:
               "its hypercorrelation squeezes to a 1 x 1 support grid and HSNet predicts an 8 x 8 mask (7 px cells), "
               "so it can at best place a shape coarsely by colour and texture (its random patch projection keeps "
               "them) and cannot draw the shapes' boundaries, which ResNet50 at 64 px resolves on 16 x 16 (4 px). "
-              "Measured at a 1-step budget (8 training episodes): every backbone, ResNet50 and the ViTs included, stayed at "
-              "the all-background solution (validation mIoU 0; all-foreground 8.4), far below the 1,200-1,600 "
-              "episodes the demo's ResNet50 variants need to leave it (grids/demo-ablations.toml).",
+              "Measured at a 1-step budget (8 training episodes): every backbone, ResNet50 and the ViTs included, "
+              "stayed at the all-background solution (validation mIoU 0; all-foreground 8.4), far below the "
+              "1,200-1,600 episodes the demo's ResNet50 variants need to leave it (grids/demo-ablations.toml).",
     )
 
 # Figures with numbers only in plots, and the notebooks whose runs draw them.
