@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 KERNEL := hsnet
 PYTEST_ARGS ?=
 
-.PHONY: setup test smoke smoke-test demo demo-ablations demo-cdfss lab results bench gpu-check
+.PHONY: setup test smoke smoke-test demo demo-ablations demo-cdfss demo-backbones lab results bench gpu-check
 
 setup: $(BIN)/activate
 	$(BIN)/pip install -e ".[dev]"
@@ -38,6 +38,12 @@ demo-ablations: demo
 # evaluate on Deepglobe, ISIC, Chest X-ray, FSS-1000; results/ rewritten from everything under runs/demo/.
 demo-cdfss:
 	$(BIN)/python -m hsnetlib.suite run grids/demo-cdfss.toml --runs-dir runs/demo
+
+# HSNet with each new backbone at demo scale (random weights, 56/64 px; README "Backbones"), then results/ again
+# with them ("HSNet across backbones", synthetic demo section).
+demo-backbones: demo
+	$(BIN)/python -m hsnetlib.suite run grids/demo-backbones.toml --runs-dir runs/demo
+	$(BIN)/python -m hsnetlib.suite run grids/demo.toml --only results --force
 
 lab:  # JupyterLab with the project's kernel, "HSNet (hsnet)"
 	$(BIN)/jupyter lab

@@ -61,7 +61,7 @@ class Session:
 
     def __init__(self, model: HSNet, img_size: int, device: str | torch.device | None = None,
                  bf16: bool | str = "auto"):
-        self.img_size = check_img_size(img_size)
+        self.img_size = check_img_size(img_size, backbone=model.config.backbone)
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.bf16 = bf16_supported(self.device) if bf16 == "auto" else bool(bf16)

@@ -14,6 +14,7 @@ Every ablation of Sec. 5.2 is a field of :class:`HSNetConfig` (``variant=True``)
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,8 +68,9 @@ class HSNetConfig:
     """
     backbone: str = option("resnet50", choices=list_backbones, paper="Sec. 5.1",
                            help="frozen feature extractor")
-    weights: str | None = option("imagenet", help="backbone initialisation: 'imagenet' (torchvision's weights), "
-                                                  "None (random) or the path of a torchvision state dict")
+    weights: str | None = option("imagenet", help="backbone initialisation: one of the backbone's named weights "
+                                                  "('imagenet' for torchvision's, a timm pretrained tag such as "
+                                                  "'lvd142m' for timm's), None (random) or a weights file path")
     hypercorrelation: str = option("full", choices=HYPERCORRELATIONS, paper="Fig. 6, Table A3", variant=True,
                                    help="which backbone layers are correlated")
     pyramid: tuple[int, ...] = option((1, 2, 3), choices=PYRAMIDS, paper="Fig. 7, Table A4", variant=True,
@@ -178,6 +180,7 @@ class HPNLearner(nn.Module):
         super().__init__()
         self.levels = sorted(level_channels, reverse=True)  # deepest first
         strides = squeeze_strides(level_strides)  # from all three levels' feature strides, also for a partial pyramid
+        self.support_strides = {p: math.prod(strides[p]) for p in self.levels}  # any block_layers: same product
         for p in self.levels:
             self.add_module(self.LEVEL_NAMES[p], Block4d(level_channels[p], squeeze_schedule(strides[p], block_layers),
                                                          kernel))
@@ -191,11 +194,15 @@ class HPNLearner(nn.Module):
     def squeeze(self, level: int, corr: torch.Tensor) -> torch.Tensor:
         return getattr(self, self.LEVEL_NAMES[level])(corr)  # (B, 128, Hp, Wp, He, We)
 
+    def squeezed_grid(self, level: int, size: tuple[int, int]) -> tuple[int, int]:
+        """The support grid a level's (h, w) feature map squeezes to ('same' padding: ceil per strided layer)."""
+        return tuple(-(-n // self.support_strides[level]) for n in size)
+
     def mix(self, level: int, coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
         if coarse.shape[-2:] != fine.shape[-2:]:
             raise ValueError(f"squeezed support grids differ between pyramid levels ({tuple(coarse.shape[-2:])} vs "
-                             f"{tuple(fine.shape[-2:])}); use an image size whose feature maps squeeze to the same "
-                             "grid (400 px, as published, or e.g. 64, 96, 128, 200, 473)")
+                             f"{tuple(fine.shape[-2:])}); HSNet.valid_img_sizes(size) gives the nearest image sizes "
+                             "at which the backbone's levels squeeze to one grid")
         return getattr(self, self.MIX_NAMES[level])(fine + resize_query_dims(coarse, fine.shape[2:4]))  # fine's layout
 
     def encode(self, hypercorrelation: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -328,10 +335,42 @@ class HSNet(nn.Module):
     def _hypercorrelation(self, query_taps: list[torch.Tensor], support_img: torch.Tensor,
                           support_mask: torch.Tensor, query_feats: dict[int, torch.Tensor] | None = None):
         support_taps = self.extract_taps(support_img)
+        self.check_grids(self._sizes(support_taps), support_img.shape[-2])
         if query_feats is None:
             query_feats = self.correlation.query_features(query_taps)
         support_feats = self.correlation.support_features(support_taps, support_mask)
         return self.correlation(query_feats, support_feats, self._sizes(query_taps))
+
+    def squeezed_grids(self, sizes: Mapping[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        """{level: support grid} of the levels' feature sizes {level: (h, w)} after the squeezing blocks."""
+        return {p: self.hpn_learner.squeezed_grid(p, size) for p, size in sizes.items()}
+
+    def check_grids(self, sizes: Mapping[int, tuple[int, int]], img_size: int) -> None:
+        """An error naming the nearest valid image sizes where the levels would squeeze to different grids."""
+        grids = self.squeezed_grids(sizes)
+        if len(set(grids.values())) > 1:
+            below, above = self.valid_img_sizes(img_size)
+            raise ValueError(f"at {img_size} px the pyramid levels of {self.config.backbone} squeeze to different "
+                             f"support grids {grids}; the nearest valid image sizes are {below} and {above} "
+                             f"(the paper's: {PAPER_IMG_SIZE})")
+
+    def valid_img_sizes(self, size: int, reach: int = 64) -> tuple[int | None, int | None]:
+        """The square image sizes nearest to ``size`` (at or below, at or above; None: none within ``reach`` px)
+        that the backbone takes (:meth:`BackboneSpec.valid_sizes`: multiples of its input multiple) and at which
+        every pyramid level squeezes to the same support grid. Probes the frozen backbone with blank images."""
+        spec = get_backbone(self.config.backbone)
+        m = spec.input_multiple
+        low, high = spec.valid_sizes(size)
+        param = next(self.backbone.parameters())
+
+        def one_grid(s: int) -> bool:
+            with torch.no_grad():
+                taps = self.extract_taps(torch.zeros(1, 3, s, s, device=param.device, dtype=param.dtype))
+            return len(set(self.squeezed_grids(self._sizes(taps)).values())) == 1
+
+        below = next((s for s in range(low, max(m, size - reach) - 1, -m) if one_grid(s)), None)
+        above = next((s for s in range(high, size + reach + 1, m) if one_grid(s)), None)
+        return below, above
 
     def forward(self, query_img: torch.Tensor, support_img: torch.Tensor, support_mask: torch.Tensor) -> torch.Tensor:
         """1-shot logits (B, 2, H, W) at the input size."""

@@ -36,16 +36,13 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from hsnetlib import viz
-from hsnetlib.backbones import list_backbones
+from hsnetlib.backbones import get_backbone, list_backbones
 from hsnetlib.data import open_image, image_to_tensor, mask_to_tensor
 from hsnetlib.model import FORMAT, HSNet, vote
 from hsnetlib.utils import load_checkpoint
 from hsnetlib.utils import atomic_write, pick_device
 
 DEFAULT_IMG_SIZE = 400
-# The backbones' deepest feature stride (pyramid level 3): a smaller input leaves the coarsest level less than
-# one feature of image content.
-MIN_IMG_SIZE = 32
 OVERLAY_ALPHA = 0.5
 EXIF_ORIENTATION = 0x0112
 EXIF_TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
@@ -64,11 +61,26 @@ def load_model(path: str | os.PathLike, backbone: str | None = None, map_locatio
     return model
 
 
-def check_img_size(img_size: int, name: str = "img_size") -> int:
-    """`img_size` if it is an integer the backbones can work at (>= MIN_IMG_SIZE), else an error naming `name`."""
-    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < MIN_IMG_SIZE:
-        raise ValueError(f"{name} must be an integer >= {MIN_IMG_SIZE} (the backbones' deepest feature stride; "
-                         f"the paper uses {DEFAULT_IMG_SIZE}), got {img_size!r}")
+def min_img_size(backbone: str | None = None) -> int:
+    """The smallest input side ``backbone`` works at (None: every registered backbone): its deepest feature stride
+    (pyramid level 3; a smaller input leaves that level less than one feature of image content), rounded up to
+    its input multiple (a ViT's patch size)."""
+    specs = [get_backbone(name) for name in ([backbone] if backbone else list_backbones())]
+    return max(-(-max(s.level_strides) // s.input_multiple) * s.input_multiple for s in specs)
+
+
+def check_img_size(img_size: int, name: str = "img_size", backbone: str | None = None) -> int:
+    """`img_size` if it is an integer ``backbone`` (None: every registered backbone) can work at, else an error
+    naming `name`: at least :func:`min_img_size`, and a multiple of the backbone's input multiple."""
+    minimum = min_img_size(backbone)
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} (the deepest feature stride of "
+                         f"{backbone or 'the registered backbones'}; the paper uses {DEFAULT_IMG_SIZE}), "
+                         f"got {img_size!r}")
+    if backbone is not None and img_size % get_backbone(backbone).input_multiple:
+        low, high = get_backbone(backbone).valid_sizes(img_size)
+        raise ValueError(f"{name}={img_size}: backbone {backbone} takes multiples of "
+                         f"{get_backbone(backbone).input_multiple}; the nearest valid sizes are {low} and {high}")
     return img_size
 
 
@@ -221,7 +233,7 @@ def predict(model: HSNet, supports: Sequence[tuple[str | os.PathLike, str | os.P
             device: str | torch.device | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Segment every query with the K = len(supports) support pairs; returns one record per query
     (query, mask, overlay paths and the foreground fraction)."""
-    check_img_size(img_size)
+    check_img_size(img_size, backbone=model.config.backbone)
     stems = _query_stems(queries)
     device = pick_device(device)
     model = model.to(device).eval()
@@ -247,7 +259,7 @@ def predict_classes(model: HSNet, classes: Mapping[str, Sequence[tuple[str | os.
     """Segment every query into the classes of `classes` (name -> its support pairs), by the rule of the module
     docstring. Writes ``classes.json`` and per query ``STEM_labels.png`` (uint8 labels, 0 = background) and
     ``STEM_overlay.png`` (with a legend); returns one record per query with each class's pixel fraction."""
-    check_img_size(img_size)
+    check_img_size(img_size, backbone=model.config.backbone)
     if not classes:
         raise ValueError("at least one class (with its supports) is needed")
     names = list(classes)
@@ -339,7 +351,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", choices=list_backbones(), default=None,
                         help="expected backbone; a checkpoint of another one is an error (default: the checkpoint's)")
     parser.add_argument("--img-size", type=_img_size_arg, default=DEFAULT_IMG_SIZE,
-                        help=f"square input size in pixels, >= {MIN_IMG_SIZE} (default: {DEFAULT_IMG_SIZE})")
+                        help=f"square input size in pixels, >= {min_img_size()} and valid for the checkpoint's "
+                             f"backbone (a ViT's: multiples of 14; default: {DEFAULT_IMG_SIZE})")
     parser.add_argument("--class", dest="support_groups", action=_ClassAction, default=None, metavar="NAME",
                         help="start the supports of a class (repeatable, for several classes at once)")
     parser.add_argument("--support", dest="support_groups", action=_SupportAction, nargs="+", required=True,
@@ -356,6 +369,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if groups[-1][0] is not None and not groups[-1][1]:
         raise ValueError(f"--class {groups[-1][0]} has no --support")
     model = load_model(args.load, backbone=args.backbone)
+    check_img_size(args.img_size, "--img-size", model.config.backbone)
     device = getattr(args, "device", None)
     if groups[0][0] is None:
         for r in predict(model, groups[0][1], args.query, args.out, img_size=args.img_size, device=device,

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 import timm
 
+import hsnetlib.backbones
 from hsnetlib.backbones import BackboneSpec, get_backbone, list_backbones, register_backbone
 from hsnetlib.model import HSNet, squeeze_strides
 
@@ -211,3 +214,27 @@ def test_unknown_weights_name_lists_the_tags_and_offline_error_names_the_file(mo
     with pytest.raises(RuntimeError, match=r"Download https://huggingface.co/timm/vit_small_patch14_dinov2\.lvd142m/"
                                            r"resolve/main/model\.safetensors.*weights='/path/to/model\.safetensors'"):
         spec.build("lvd142m")
+
+
+def test_image_size_whose_levels_squeeze_to_different_grids_is_refused_naming_valid_sizes(monkeypatch):
+    """A backbone whose feature sizes round down (floor(s / stride), as unpadded strided convs give) squeezes
+    264 px to support grids 2x2 / 1x1 / 1x1; the error names the nearest sizes that squeeze to one grid (263 and
+    288, derived from the spec and the learner's strides), and those run."""
+    convs = torch.nn.ModuleList(torch.nn.Conv2d(3, 4, s, stride=s) for s in (8, 16, 32))  # floor(s / stride)
+    spec = BackboneSpec(name="floor_test", source="test", build=lambda weights: convs.requires_grad_(False),
+                        taps=lambda net, img: [conv(img) for conv in net], level_taps=(1, 1, 1),
+                        level_strides=(8, 16, 32), level_dims=(4, 4, 4), heads=(), pretrained=())
+    monkeypatch.setitem(hsnetlib.backbones._REGISTRY, spec.name, spec)  # registered for this test only
+    model = HSNet.from_config({"backbone": "floor_test", "weights": None}).eval()
+    with pytest.raises(ValueError, match=r"at 264 px .*floor_test.*different support grids.*263 and 288"):
+        model.predict_mask(*episode(264, shots=1, batch=1))
+    assert model.valid_img_sizes(264) == (263, 288)
+    assert model.predict_mask(*episode(263, shots=1, batch=1)).shape == (1, 263, 263)
+
+
+def test_readme_lists_each_backbones_learner_parameter_count(model):
+    """README "Backbones" has one table row per registered backbone with its learner's parameter count."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    row = re.search(rf"^\| `{model.config.backbone}` \|.*\| ([\d,]+) \|$", readme, flags=re.M)
+    assert row, f"README.md's Backbones table has no row for {model.config.backbone}"
+    assert row.group(1) == f"{model.num_learnable_parameters():,}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -45,6 +46,23 @@ def test_parameters_cell_is_typed_commented_and_fully_parsed(path):
     assert "out_dir" in declared
     # committed without outputs
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+
+
+def test_backbone_parameters_name_the_registered_backbones():
+    """The registry is the source of truth (the check cells validate a backbone through HSNetConfig's choices,
+    hsnetlib.backbones.list_backbones); every `backbone` parameter's comment lists exactly its names, in order,
+    so registering a backbone fails here until the comments name it."""
+    from hsnetlib.backbones import list_backbones
+    found = []
+    for path in NOTEBOOKS:
+        source = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"][0].source
+        for line in source.splitlines():
+            if line.startswith("backbone:"):
+                found.append(path.name)
+                comment = line.split("  # ", 1)[1]
+                assert re.findall(r'"(\w+)"', comment) == list_backbones(), path.name
+                assert "hsnetlib.backbones.list_backbones()" in comment, path.name
+    assert {"01_train.ipynb", "02_evaluate.ipynb", "03_ablation_hypercorrelation.ipynb"} <= set(found)
 
 
 def test_checks_close_every_notebook():

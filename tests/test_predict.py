@@ -314,3 +314,15 @@ def test_overlay_serves_tensor_and_pil_callers_alike():
     np.testing.assert_array_equal(viz.to_pil(from_pil).getpixel((0, 0)), pil.getpixel((0, 0)))  # off the mask: unchanged
     tinted = np.asarray(viz.to_pil(from_pil))[8, 10]
     assert tinted[0] >= np.asarray(pil)[8, 10][0] and tinted[1] <= np.asarray(pil)[8, 10][1]
+
+
+def test_img_size_check_follows_the_backbone_registry():
+    """The smallest size is the deepest feature stride (rounded up to the input multiple), per backbone or over
+    all registered ones; a ViT/14 takes multiples of 14 only, the error naming the nearest."""
+    assert predict.min_img_size("resnet50") == 32 and predict.min_img_size("vit_small_patch14_dinov2") == 14
+    assert predict.min_img_size() == 32
+    assert predict.check_img_size(392, backbone="vit_small_patch14_dinov2") == 392
+    with pytest.raises(ValueError, match=r"--img-size=400: backbone vit_small_patch14_dinov2 .*392 and 406"):
+        predict.check_img_size(400, "--img-size", backbone="vit_small_patch14_dinov2")
+    with pytest.raises(ValueError, match=r"img_size must be an integer >= 14 "):
+        predict.check_img_size(13, backbone="vit_small_patch14_dinov2")
