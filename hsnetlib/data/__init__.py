@@ -19,6 +19,7 @@ from hsnetlib.data.dataset import FewShotDataset, build_dataset
 from hsnetlib.data.layouts import COCO_CLASSES, PASCAL_CLASSES, CocoLayout, FolderLayout, FssLayout, PascalLayout
 from hsnetlib.data.registry import (
     BenchmarkOption, BenchmarkSpec, ScoringOptions, get_benchmark, list_benchmarks, register_benchmark,
+    unregister_benchmark,
 )
 from hsnetlib.data import benchmarks  # noqa: F401,E402  (registers the built-in benchmarks)
 
@@ -29,5 +30,5 @@ __all__ = [
     "DEEPGLOBE_CLASSES", "ISIC_CONVENTIONS", "LUNG_MASK_POLICIES", "DeepglobeLayout", "IsicLayout", "LungLayout",
     "FewShotDataset", "build_dataset", "COCO_CLASSES", "PASCAL_CLASSES", "CocoLayout", "FolderLayout", "FssLayout",
     "PascalLayout", "BenchmarkOption", "BenchmarkSpec", "ScoringOptions", "get_benchmark", "list_benchmarks",
-    "register_benchmark",
+    "register_benchmark", "unregister_benchmark",
 ]
