@@ -29,6 +29,7 @@ from torch import nn
 
 from hsnetlib.backbones import build_backbone, get_backbone, list_backbones
 from hsnetlib.conv4d import KERNELS
+from hsnetlib.data.base import PAPER_IMG_SIZE  # noqa: F401  (re-exported: the model's published input size)
 from hsnetlib.utils import atomic_save, load_checkpoint
 
 FORMAT = "hsnetlib"
@@ -44,8 +45,6 @@ PYRAMIDS = ((1, 2, 3), (2, 3), (3,))
 SPARSE_SUPPORT = 0.7  # below this fraction of unmasked support positions, correlate only those
 HYPERCORRELATIONS = ("full", "shallow", "deep")
 
-
-PAPER_IMG_SIZE = 400  # the published input size (spec, "Evaluation"): every pyramid level squeezes to a 2x2 support grid
 
 
 def option(default: Any, *, help: str, choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,

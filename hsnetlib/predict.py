@@ -38,11 +38,10 @@ from tqdm.auto import tqdm
 from hsnetlib import viz
 from hsnetlib.backbones import list_backbones
 from hsnetlib.data import open_image, image_to_tensor, mask_to_tensor
-from hsnetlib.model import FORMAT, HSNet, vote
+from hsnetlib.model import FORMAT, PAPER_IMG_SIZE, HSNet, vote
 from hsnetlib.utils import load_checkpoint
 from hsnetlib.utils import atomic_write, pick_device
 
-DEFAULT_IMG_SIZE = 400
 # The backbones' deepest feature stride (pyramid level 3): a smaller input leaves the coarsest level less than
 # one feature of image content.
 MIN_IMG_SIZE = 32
@@ -68,7 +67,7 @@ def check_img_size(img_size: int, name: str = "img_size") -> int:
     """`img_size` if it is an integer the backbones can work at (>= MIN_IMG_SIZE), else an error naming `name`."""
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < MIN_IMG_SIZE:
         raise ValueError(f"{name} must be an integer >= {MIN_IMG_SIZE} (the backbones' deepest feature stride; "
-                         f"the paper uses {DEFAULT_IMG_SIZE}), got {img_size!r}")
+                         f"the paper uses {PAPER_IMG_SIZE}), got {img_size!r}")
     return img_size
 
 
@@ -217,7 +216,7 @@ def _read_query(path: str | os.PathLike, img_size: int, device: torch.device) ->
 
 
 def predict(model: HSNet, supports: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
-            queries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, img_size: int = DEFAULT_IMG_SIZE,
+            queries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, img_size: int = PAPER_IMG_SIZE,
             device: str | torch.device | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Segment every query with the K = len(supports) support pairs; returns one record per query
     (query, mask, overlay paths and the foreground fraction)."""
@@ -242,7 +241,7 @@ def predict(model: HSNet, supports: Sequence[tuple[str | os.PathLike, str | os.P
 
 def predict_classes(model: HSNet, classes: Mapping[str, Sequence[tuple[str | os.PathLike, str | os.PathLike]]],
                     queries: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                    img_size: int = DEFAULT_IMG_SIZE, device: str | torch.device | None = None,
+                    img_size: int = PAPER_IMG_SIZE, device: str | torch.device | None = None,
                     progress: bool = True) -> list[dict[str, Any]]:
     """Segment every query into the classes of `classes` (name -> its support pairs), by the rule of the module
     docstring. Writes ``classes.json`` and per query ``STEM_labels.png`` (uint8 labels, 0 = background) and
@@ -338,8 +337,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "authors' best_model.pt (detected automatically)")
     parser.add_argument("--backbone", choices=list_backbones(), default=None,
                         help="expected backbone; a checkpoint of another one is an error (default: the checkpoint's)")
-    parser.add_argument("--img-size", type=_img_size_arg, default=DEFAULT_IMG_SIZE,
-                        help=f"square input size in pixels, >= {MIN_IMG_SIZE} (default: {DEFAULT_IMG_SIZE})")
+    parser.add_argument("--img-size", type=_img_size_arg, default=PAPER_IMG_SIZE,
+                        help=f"square input size in pixels, >= {MIN_IMG_SIZE} (default: {PAPER_IMG_SIZE})")
     parser.add_argument("--class", dest="support_groups", action=_ClassAction, default=None, metavar="NAME",
                         help="start the supports of a class (repeatable, for several classes at once)")
     parser.add_argument("--support", dest="support_groups", action=_SupportAction, nargs="+", required=True,
