@@ -21,13 +21,13 @@ from typing import Any, Callable, Sequence
 from hsnetlib import predict
 from hsnetlib.backbones import list_backbones
 from hsnetlib.data import list_benchmarks
-from hsnetlib.model import PAPER_IMG_SIZE, HSNetConfig
+from hsnetlib.model import PAPER_IMG_SIZE, HSNetConfig, config_from_dict, list_models, option_fields
 from hsnetlib.train import ConfigError, TrainConfig, run_name
 
 # The command line's names for config fields whose flag is not --FIELD-NAME: the authors' flags first.
 ALIASES = {"shot": ("--nshot",), "epochs": ("--niter", "--epochs"), "run_dir": ("--logpath",),
            "workers": ("--workers", "--nworker"), "progress": ("--no-progress",)}
-MODEL_PREFIX = "model."  # namespace attributes of the HSNetConfig fields
+MODEL_PREFIX = "model."  # namespace attributes of the model config's fields (HSNetConfig's and registered models')
 
 
 def _weights(value: str) -> str | None:
@@ -91,7 +91,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        description="Train HSNet episodically. Unset options take TrainConfig's defaults, or with "
                                    "--resume those of the run being resumed. Several GPUs: "
                                    "torchrun --nproc_per_node N -m hsnetlib train ...")
-    _add_fields(p, dataclasses.fields(HSNetConfig), prefix=MODEL_PREFIX)
+    p.add_argument("--architecture", dest=MODEL_PREFIX + "architecture", choices=list_models(),
+                   default=argparse.SUPPRESS, help="the registered model to train (hsnetlib.model.register_model; "
+                                                   f"default: {HSNetConfig.architecture})")
+    _add_fields(p, list(option_fields().values()), prefix=MODEL_PREFIX)
     _add_fields(p, dataclasses.fields(TrainConfig), skip=("model", "resume", "device"))
     p.add_argument("--resume", dest="resume", action="store_const", const="auto", default=argparse.SUPPRESS,
                    help="continue the run in --logpath from its last.pt (starts afresh if there is none; a finished "
@@ -180,8 +183,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     existing run, over the run's config.json."""
     options = vars(args)
     given = {f.name: options[f.name] for f in dataclasses.fields(TrainConfig) if f.name in options}
-    model = {f.name: options[MODEL_PREFIX + f.name] for f in dataclasses.fields(HSNetConfig)
-             if MODEL_PREFIX + f.name in options}
+    model = {name: options[MODEL_PREFIX + name] for name in ("architecture", *option_fields())
+             if MODEL_PREFIX + name in options}
     if given.get("resume"):
         stored = Path(TrainConfig(**given, model=_model_config(model)).run_dir) / "config.json"
         if stored.is_file():
@@ -192,7 +195,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 def _model_config(options: dict[str, Any]) -> HSNetConfig:
     try:
-        return HSNetConfig(**options)
+        return config_from_dict(options)
+    except TypeError as err:  # an option of another registered model than --architecture's
+        raise ConfigError(f"{err} (--architecture {options.get('architecture', HSNetConfig.architecture)})") from None
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

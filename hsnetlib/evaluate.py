@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from hsnetlib.data import FewShotDataset
 from hsnetlib.metrics import AREA_COLUMNS, IoUMeter, bootstrap_miou, ratio
+from hsnetlib.model import HSNetConfig
 from hsnetlib.utils import default_workers, env_info, pick_device
 
 BOOTSTRAP_SEED = 0
@@ -122,7 +123,7 @@ def evaluate(
     return _result(runs, dataset, dict(
         dataset=dataclasses.asdict(dataset.config), nshot=nshot, seeds=seeds, batch_size=batch_size,
         ignore_label=ignore_label, episodes=episodes, n_bootstrap=n_bootstrap, bootstrap_seed=BOOTSTRAP_SEED,
-        model=dataclasses.asdict(model.config) if dataclasses.is_dataclass(getattr(model, "config", None)) else None,
+        model=_config_dict(getattr(model, "config", None)),
         env=env_info(device),
     ), n_bootstrap)
 
@@ -204,6 +205,13 @@ def _record(seed: int, item: dict[str, Any], areas: np.ndarray, class_names: lis
         **dict(zip(AREA_COLUMNS, areas.tolist())),
         "fg_iou": float(ratio(areas[0], areas[1]) * 100),
     }
+
+
+def _config_dict(config: Any) -> dict[str, Any] | None:
+    """A model's config as stored: HSNetConfig.to_dict() (a registered model's names its architecture)."""
+    if isinstance(config, HSNetConfig):
+        return config.to_dict()
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None
 
 
 def _result(runs: list[_SeedRun], dataset: FewShotDataset, config: dict[str, Any], n_bootstrap: int) -> EvalResult:

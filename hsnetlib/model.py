@@ -10,6 +10,10 @@
 
 Every ablation of Sec. 5.2 is a field of :class:`HSNetConfig` (``variant=True``) with the paper's default;
 ``HSNet(HSNetConfig(kernel="original"))`` builds that variant.
+
+A model built on HSNet is a subclass of :class:`HSNetConfig` (its own ``architecture`` name and options) and one of
+:class:`HSNet` that reads them, registered once with :func:`register_model`; training, checkpoints, the studies and
+the result tables then build it from its config (:meth:`HSNet.from_config`) and see its options.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +30,7 @@ from torch import nn
 
 from hsnetlib.backbones import build_backbone, get_backbone, list_backbones
 from hsnetlib.conv4d import KERNELS
+from hsnetlib.data.base import PAPER_IMG_SIZE  # noqa: F401  (re-exported: the model's published input size)
 from hsnetlib.utils import atomic_save, load_checkpoint
 
 FORMAT = "hsnetlib"
@@ -41,8 +46,6 @@ PYRAMIDS = ((1, 2, 3), (2, 3), (3,))
 SPARSE_SUPPORT = 0.7  # below this fraction of unmasked support positions, correlate only those
 HYPERCORRELATIONS = ("full", "shallow", "deep")
 
-
-PAPER_IMG_SIZE = 400  # the published input size (spec, "Evaluation"): every pyramid level squeezes to a 2x2 support grid
 
 
 def option(default: Any, *, help: str, choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
@@ -64,8 +67,11 @@ class HSNetConfig:
     """The model's options, with the paper's defaults. Stored in every checkpoint the project writes.
 
     Every option is declared once here; its metadata (see :func:`option`) drives the validation, the command
-    line flags and the variant columns of the suite and the result tables.
+    line flags and the variant columns of the suite and the result tables. A subclass registered with
+    :func:`register_model` adds options of a model built on HSNet under its own ``architecture`` name.
     """
+    architecture: ClassVar[str] = "hsnet"  # the registered model (register_model) this config builds
+
     backbone: str = option("resnet50", choices=list_backbones, paper="Sec. 5.1",
                            help="frozen feature extractor")
     weights: str | None = option("imagenet", help="backbone initialisation: one of the backbone's named weights "
@@ -99,7 +105,10 @@ class HSNetConfig:
                 raise ValueError(f"unknown {f.name}={value!r}; choose one of {', '.join(map(repr, choices))}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields, and for a registered subclass its ``architecture`` (HSNet's own dict has none, as the
+        checkpoints and run records written before the registry): :func:`config_from_dict` reads it back."""
+        fields = dataclasses.asdict(self)
+        return fields if self.architecture == HSNetConfig.architecture else {"architecture": self.architecture, **fields}
 
     def level_channels(self) -> dict[int, int]:
         """|L_p|: correlation channels per pyramid level."""
@@ -107,9 +116,21 @@ class HSNetConfig:
         return {p: (taps[p - 1] if self.hypercorrelation == "full" else 1) for p in self.pyramid}
 
 
-def variant_fields() -> list[str]:
-    """The names of the ablation options (metadata ``variant=True``), in declaration order."""
-    return [f.name for f in dataclasses.fields(HSNetConfig) if f.metadata.get("variant")]
+def option_fields(config_cls: type[HSNetConfig] | None = None) -> dict[str, dataclasses.Field]:
+    """name -> field of the model options of ``config_cls``, or with None of every registered model's config
+    (:func:`list_models`, HSNet's first; a name keeps its first declaration), in declaration order."""
+    classes = [config_cls] if config_cls is not None else [spec.config for spec in _MODELS.values()]
+    fields: dict[str, dataclasses.Field] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            fields.setdefault(f.name, f)
+    return fields
+
+
+def variant_fields(config_cls: type[HSNetConfig] | None = None) -> list[str]:
+    """The names of the ablation options (metadata ``variant=True``) of ``config_cls`` or, with None, of every
+    registered model (see :func:`option_fields`), in declaration order."""
+    return [name for name, f in option_fields(config_cls).items() if f.metadata.get("variant")]
 
 
 def squeeze_strides(level_strides: Sequence[int]) -> dict[int, tuple[int, int, int]]:
@@ -291,6 +312,10 @@ class HSNet(nn.Module):
             raise TypeError(f"HSNet(config) takes an HSNetConfig, got {type(config).__name__}; "
                             "a dict goes through HSNet.from_config")
         self.config = dataclasses.replace(config) if config is not None else HSNetConfig()
+        builds = get_model(self.config.architecture).model
+        if not isinstance(self, builds):
+            raise TypeError(f"a {type(self.config).__name__} builds a {builds.__name__}, not a {type(self).__name__}; "
+                            "HSNet.from_config(config) builds the registered model of a config")
         self.backbone = build_backbone(self.config.backbone, self.config.weights)
         self.backbone.requires_grad_(self.config.finetune_backbone)
         self.correlation = Hypercorrelation(self.config)
@@ -299,8 +324,10 @@ class HSNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: HSNetConfig | Mapping[str, Any]) -> HSNet:
-        """The model of a config or of its ``to_dict()`` (e.g. a checkpoint's or a run record's)."""
-        return cls(config if isinstance(config, HSNetConfig) else HSNetConfig(**config))
+        """The model of a config or of its ``to_dict()`` (e.g. a checkpoint's or a run record's): an instance of
+        the model class registered for the config's ``architecture`` (:func:`register_model`)."""
+        config = config if isinstance(config, HSNetConfig) else config_from_dict(config)
+        return get_model(config.architecture).model(config)
 
     # -- training-mode and parameter groups ---------------------------------------------------------
     def train(self, mode: bool = True) -> HSNet:
@@ -422,7 +449,7 @@ class HSNet(nn.Module):
             raise ValueError(f"{path} is a checkpoint of an HSNet with a {payload['config']['backbone']} backbone, "
                              f"not {get_backbone(backbone).name}")
         # the backbone's weights come from the state dict; the config keeps the initialisation it was trained from
-        model = cls(HSNetConfig(**dict(payload["config"], weights=None)))
+        model = cls.from_config(dict(payload["config"], weights=None))
         model.config.weights = payload["config"].get("weights")
         _load_strict(model, payload["state_dict"], path)
         return model
@@ -457,6 +484,76 @@ class HSNet(nn.Module):
         model = cls(HSNetConfig(backbone=found, weights=None))
         _load_strict(model, state, path)
         return model
+
+
+# -- models built on HSNet: a registry, one entry per config class -----------------------------------------------
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its config class (an :class:`HSNetConfig` subclass) and the module it builds."""
+    name: str                  # the config's ``architecture``, stored in its to_dict() and so in every checkpoint
+    config: type[HSNetConfig]
+    model: type[HSNet]
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(config_cls: type[HSNetConfig], model_cls: type[HSNet], *, replace: bool = False) -> ModelSpec:
+    """Register ``model_cls`` as the model built from ``config_cls`` (under ``config_cls.architecture``): a subclass
+    of HSNetConfig declaring its own ``architecture: ClassVar[str]`` and its options (:func:`option`), and a
+    subclass of HSNet reading them. A name already taken is an error unless ``replace``."""
+    if not (isinstance(config_cls, type) and issubclass(config_cls, HSNetConfig) and dataclasses.is_dataclass(config_cls)):
+        raise TypeError(f"register_model: {config_cls!r} is not an HSNetConfig dataclass (subclass it with "
+                        "@dataclass(kw_only=True))")
+    if not (isinstance(model_cls, type) and issubclass(model_cls, HSNet)):
+        raise TypeError(f"register_model: {model_cls!r} is not a subclass of HSNet")
+    name = config_cls.architecture
+    if config_cls is not HSNetConfig and "architecture" not in vars(config_cls):
+        raise ValueError(f"{config_cls.__name__} must name its model: architecture: ClassVar[str] = '...' "
+                         f"(it inherits {name!r})")
+    if name in _MODELS and not replace:
+        raise ValueError(f"model {name!r} is registered already (pass replace=True to replace it)")
+    _MODELS[name] = ModelSpec(name, config_cls, model_cls)
+    return _MODELS[name]
+
+
+def unregister_model(name: str) -> None:
+    """Remove a registered model (HSNet's own stays)."""
+    if name == HSNetConfig.architecture:
+        raise ValueError(f"the model {name!r} cannot be unregistered")
+    get_model(name)
+    del _MODELS[name]
+
+
+def get_model(name: str) -> ModelSpec:
+    if name not in _MODELS:
+        raise ValueError(f"unknown model architecture {name!r}; registered models: {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def list_models() -> list[str]:
+    """The registered model names, HSNet's first."""
+    return list(_MODELS)
+
+
+def config_from_dict(config: Mapping[str, Any]) -> HSNetConfig:
+    """The config of a :meth:`HSNetConfig.to_dict` (a checkpoint's, a config.json's or a run record's model): the
+    registered config class of its ``architecture`` (none: HSNet's)."""
+    fields = dict(config)
+    return get_model(fields.pop("architecture", HSNetConfig.architecture)).config(**fields)
+
+
+def config_class(options: Sequence[str] = ()) -> type[HSNetConfig]:
+    """The config class of the first registered model that declares every one of ``options`` (HSNet's for its own
+    options): the class a study of an option, or a notebook's variant, builds its configs from."""
+    for spec in _MODELS.values():
+        if set(options) <= set(option_fields(spec.config)):
+            return spec.config
+    raise ValueError(f"no registered model has the option(s) {', '.join(map(repr, options))}; registered models: "
+                     f"{', '.join(list_models())}")
+
+
+register_model(HSNetConfig, HSNet)
 
 
 def infer_backbone(state: dict[str, torch.Tensor], path: str | os.PathLike) -> str:

@@ -38,11 +38,10 @@ from tqdm.auto import tqdm
 from hsnetlib import viz
 from hsnetlib.backbones import get_backbone, list_backbones
 from hsnetlib.data import open_image, image_to_tensor, mask_to_tensor
-from hsnetlib.model import FORMAT, HSNet, vote
+from hsnetlib.model import FORMAT, PAPER_IMG_SIZE, HSNet, vote
 from hsnetlib.utils import load_checkpoint
 from hsnetlib.utils import atomic_write, pick_device
 
-DEFAULT_IMG_SIZE = 400
 OVERLAY_ALPHA = 0.5
 EXIF_ORIENTATION = 0x0112
 EXIF_TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
@@ -75,7 +74,7 @@ def check_img_size(img_size: int, name: str = "img_size", backbone: str | None =
     minimum = min_img_size(backbone)
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} (the deepest feature stride of "
-                         f"{backbone or 'the registered backbones'}; the paper uses {DEFAULT_IMG_SIZE}), "
+                         f"{backbone or 'the registered backbones'}; the paper uses {PAPER_IMG_SIZE}), "
                          f"got {img_size!r}")
     if backbone is not None and img_size % get_backbone(backbone).input_multiple:
         low, high = get_backbone(backbone).valid_sizes(img_size)
@@ -229,7 +228,7 @@ def _read_query(path: str | os.PathLike, img_size: int, device: torch.device) ->
 
 
 def predict(model: HSNet, supports: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
-            queries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, img_size: int = DEFAULT_IMG_SIZE,
+            queries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, img_size: int = PAPER_IMG_SIZE,
             device: str | torch.device | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Segment every query with the K = len(supports) support pairs; returns one record per query
     (query, mask, overlay paths and the foreground fraction)."""
@@ -254,7 +253,7 @@ def predict(model: HSNet, supports: Sequence[tuple[str | os.PathLike, str | os.P
 
 def predict_classes(model: HSNet, classes: Mapping[str, Sequence[tuple[str | os.PathLike, str | os.PathLike]]],
                     queries: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                    img_size: int = DEFAULT_IMG_SIZE, device: str | torch.device | None = None,
+                    img_size: int = PAPER_IMG_SIZE, device: str | torch.device | None = None,
                     progress: bool = True) -> list[dict[str, Any]]:
     """Segment every query into the classes of `classes` (name -> its support pairs), by the rule of the module
     docstring. Writes ``classes.json`` and per query ``STEM_labels.png`` (uint8 labels, 0 = background) and
@@ -350,9 +349,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "authors' best_model.pt (detected automatically)")
     parser.add_argument("--backbone", choices=list_backbones(), default=None,
                         help="expected backbone; a checkpoint of another one is an error (default: the checkpoint's)")
-    parser.add_argument("--img-size", type=_img_size_arg, default=DEFAULT_IMG_SIZE,
+    parser.add_argument("--img-size", type=_img_size_arg, default=PAPER_IMG_SIZE,
                         help=f"square input size in pixels, >= {min_img_size()} and valid for the checkpoint's "
-                             f"backbone (a ViT's: multiples of 14; default: {DEFAULT_IMG_SIZE})")
+                             f"backbone (a ViT's: multiples of 14; default: {PAPER_IMG_SIZE})")
     parser.add_argument("--class", dest="support_groups", action=_ClassAction, default=None, metavar="NAME",
                         help="start the supports of a class (repeatable, for several classes at once)")
     parser.add_argument("--support", dest="support_groups", action=_SupportAction, nargs="+", required=True,

@@ -46,6 +46,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from hsnetlib.data.base import SHIPPED_SPLITS
+
 from hsnetlib.data import COCO_CLASSES, DEEPGLOBE_CLASSES, ISIC_CONVENTIONS, PASCAL_CLASSES, get_benchmark
 from hsnetlib.data.cdfss import ISIC_IMAGES, ISIC_MASKS, LUNG_DIR
 
@@ -55,7 +57,6 @@ LAYOUTS = ("fss", "pascal", "coco", "deepglobe", "isic", "lung")
 TEXTURES = ("stripes", "checker", "dots", "blotches", "rings")
 FSS_SPLIT_FRACTIONS = (520 / 1000, 240 / 1000)  # trn, val of FSS-1000; test gets the rest
 MANIFEST_NAME = "synthetic.json"
-SHIPPED_SPLITS = Path(__file__).parent / "splits"
 _HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "azure", "blue", "violet", "magenta", "pink")
 _LAYOUT_CODE = {"fss": 1, "pascal": 2, "coco": 3, "deepglobe": 4, "isic": 5, "lung": 6}
 # the layouts whose class names are fixed by their benchmark

@@ -57,7 +57,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -73,7 +73,7 @@ from tqdm.auto import tqdm
 
 from hsnetlib.data import list_benchmarks, DatasetConfig, EpisodeIndex, FewShotDataset, build_dataset
 from hsnetlib.metrics import IoUMeter
-from hsnetlib.model import PAPER_IMG_SIZE, HSNet, HSNetConfig, vote
+from hsnetlib.model import PAPER_IMG_SIZE, HSNet, HSNetConfig, config_from_dict, vote
 from hsnetlib.utils import atomic_write, default_workers, env_info, load_checkpoint, pick_device
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -103,7 +103,8 @@ def setting(default: Any = dataclasses.MISSING, *, help: str, choices: Sequence[
 class TrainConfig:
     """Everything a training run depends on. Defaults are the published protocol (PASCAL-5i, ResNet50)."""
 
-    model: HSNetConfig = setting(default_factory=HSNetConfig, help="the model (hsnetlib.model.HSNetConfig)")
+    model: HSNetConfig = setting(default_factory=HSNetConfig, help="the model (hsnetlib.model.HSNetConfig, or the "
+                                                                    "config of a registered model built on it)")
     benchmark: str = setting("pascal", choices=list_benchmarks, help="benchmark to train on")
     datapath: str = setting("data", help="data root holding the benchmark (README section 'Data sets')")
     fold: int = setting(0, help="fold whose classes are held out for testing")
@@ -144,7 +145,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, Mapping):  # a config.json / summary["config"] read back
             try:
-                self.model = HSNetConfig(**self.model)
+                self.model = config_from_dict(self.model)
             except (TypeError, ValueError) as err:
                 raise ConfigError(f"model: {err}") from None
         if not isinstance(self.model, HSNetConfig):
@@ -188,7 +189,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: every field, the model's nested as {"model": {...}} (config.json, summary["config"])."""
-        return json.loads(json.dumps(asdict(self)))  # tuples -> lists, as stored
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} | {"model": self.model.to_dict()}
+        return json.loads(json.dumps(fields))  # tuples -> lists, as stored
 
 
 def result_dict(config: TrainConfig) -> dict[str, Any]:
@@ -409,7 +411,7 @@ def build_model(config: TrainConfig, device: torch.device) -> HSNet:
     is seeded inside ``fork_rng``, so the caller's Python, NumPy and torch random states are left as they were."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(config.seed)
-        model = HSNet(config.model)
+        model = HSNet.from_config(config.model)  # the model registered for the config's architecture
     return model.to(device)
 
 

@@ -93,12 +93,18 @@ class BackboneSpec:
 _REGISTRY: dict[str, BackboneSpec] = {}
 
 
-def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    """Add ``spec`` to the registry (a name can be registered once)."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"backbone {spec.name!r} is registered already")
+def register_backbone(spec: BackboneSpec, *, replace: bool = False) -> BackboneSpec:
+    """Add ``spec`` to the registry; a name already taken is an error unless ``replace``."""
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"backbone {spec.name!r} is registered already (pass replace=True to replace it)")
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def unregister_backbone(name: str) -> None:
+    """Remove a registered backbone (e.g. one a test registered)."""
+    get_backbone(name)
+    del _REGISTRY[name]
 
 
 def get_backbone(name: str) -> BackboneSpec:

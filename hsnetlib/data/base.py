@@ -32,6 +32,7 @@ from torchvision.transforms import functional as TF
 DATA_HELP = "see README section 'Data sets' and data_prep/README.md"
 SHIPPED_SPLITS = Path(__file__).resolve().parent.parent / "splits"
 SPLITS = ("trn", "val", "test")
+PAPER_IMG_SIZE = 400  # the published input size (spec, "Evaluation"): every pyramid level squeezes to a 2x2 support grid
 RESIZE_MODES = ("square", "aspect")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,7 +50,7 @@ class DatasetConfig:
     fold: int
     split: str
     shot: int
-    img_size: int = 400
+    img_size: int = PAPER_IMG_SIZE
     use_original_imgsize: bool = False
     resize: str = "square"
     seed: int = 0

@@ -27,8 +27,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from hsnetlib.data.base import (
-    RESIZE_MODES, SPLITS, DatasetConfig, Episode, EpisodeIndex, Layout, Loaded, draw_episode, image_to_tensor,
-    mask_to_tensor,
+    PAPER_IMG_SIZE, RESIZE_MODES, SPLITS, DatasetConfig, Episode, EpisodeIndex, Layout, Loaded, draw_episode,
+    image_to_tensor, mask_to_tensor,
 )
 from hsnetlib.data.registry import BenchmarkSpec, get_benchmark
 
@@ -192,7 +192,7 @@ def build_dataset(
     fold: int,
     split: str,
     shot: int,
-    img_size: int = 400,
+    img_size: int = PAPER_IMG_SIZE,
     use_original_imgsize: bool = False,
     resize: str = "square",
     seed: int = 0,

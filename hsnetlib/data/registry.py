@@ -93,6 +93,12 @@ def register_benchmark(spec: BenchmarkSpec, *, replace: bool = False) -> Benchma
     return spec
 
 
+def unregister_benchmark(name: str) -> None:
+    """Remove a registered benchmark (e.g. one a test registered)."""
+    get_benchmark(name)
+    del _BENCHMARKS[name]
+
+
 def get_benchmark(name: str) -> BenchmarkSpec:
     """The spec registered as `name`; an unknown name's error lists the registered ones."""
     try:

@@ -1,6 +1,7 @@
 """What the results read from hsnetlib's registries: the one place each of them is consulted.
 
-* :func:`variant_defaults`: the ablation options of :class:`hsnetlib.model.HSNetConfig` and their
+* :func:`variant_defaults`: the ablation options of :class:`hsnetlib.model.HSNetConfig` (and of every
+  registered model built on it) and their
   defaults (the results' variant columns and the default variant every paper table holds fixed);
 * :func:`benchmark`: a benchmark's display label, its number of folds and whether it has published
   numbers (a benchmark without paper tables is never compared with them);
@@ -17,17 +18,22 @@ from typing import Any
 
 from hsnetlib.backbones import list_backbones
 from hsnetlib.data import get_benchmark
-from hsnetlib.model import HSNetConfig, variant_fields
+from hsnetlib.model import HSNetConfig, option_fields, variant_fields
 
 # The model options that are no ablation option (the backbone and its weights) tell a table's lines apart.
-LINE_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(HSNetConfig) if f.name not in variant_fields())
+LINE_MODEL_FIELDS = tuple(name for name in option_fields(HSNetConfig) if name not in variant_fields(HSNetConfig))
 
 
 def variant_defaults() -> dict[str, Any]:
-    """{ablation option (:func:`hsnetlib.model.variant_fields`): its default}, in HSNetConfig's declaration order
-    (the defaults read from the dataclass)."""
-    defaults = dataclasses.asdict(HSNetConfig(weights=None))
-    return {name: defaults[name] for name in variant_fields()}
+    """{ablation option (:func:`hsnetlib.model.variant_fields`): its default}, in declaration order: HSNetConfig's,
+    then those of the models registered on it (:func:`hsnetlib.model.register_model`; a record of a model without
+    such an option reads as its default). The defaults are read from the dataclasses."""
+    fields = option_fields()
+    return {name: _default(fields[name]) for name in variant_fields()}
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 @dataclass(frozen=True)

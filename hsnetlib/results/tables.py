@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from hsnetlib.model import PAPER_IMG_SIZE  # the size of a published line; an expected line has none
 from hsnetlib.results import registries
 from hsnetlib.results.collect import not_converged
 from hsnetlib.results.paper import PAPER_BACKBONES, TABLES, PaperRow, PaperTable, backbones_table
@@ -32,7 +33,6 @@ CSV_COLUMNS = (
     "paired_ci95_high", "status", "n_runs", "episodes", "curves", "runs",
 )
 NOT_RUN, MEASURED, NOT_CONVERGED = "no run", "measured", "not converged"
-PAPER_IMG_SIZE = 400  # the paper's input size (Sec. 5), the size of a published line; an expected line has none
 # The figure with the learning curves of each study's trainings (see :func:`curves_figure_name`).
 CURVE_FIGURES = {"finetune": "fig10", "block_layers": "fig9"}
 

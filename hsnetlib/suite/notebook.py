@@ -11,10 +11,9 @@ for the automatic device, 0 for "all" episodes and "" for the default of a bench
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -24,7 +23,7 @@ from torch import nn
 from hsnetlib import predict, synthetic
 from hsnetlib.data import FewShotDataset, build_dataset, get_benchmark, list_benchmarks
 from hsnetlib.evaluate import EvalResult, evaluate
-from hsnetlib.model import HSNet, HSNetConfig, variant_fields
+from hsnetlib.model import HSNet, config_class, variant_fields
 from hsnetlib.profile import profile_model
 from hsnetlib.suite import cache
 from hsnetlib.suite.grid import notebook_parameters
@@ -145,7 +144,7 @@ class Data:
     benchmark: str           # a registered benchmark: "pascal" | "coco" | "fss" | "pascal-all" | "deepglobe" | ...
     root: Path
     synthetic: bool
-    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the benchmark's own options (given)
+    options: Mapping[str, Any] = field(default_factory=dict)  # the benchmark's own options (given)
 
     @property
     def dataset(self) -> str:
@@ -235,8 +234,8 @@ def train_config(data: Data, run_dir: str | os.PathLike, params: Mapping[str, An
     """
     if resume is None:
         resume = resume_arg(params.get("resume", "fresh"))
-    model = HSNetConfig(backbone=params["backbone"], weights=weights_arg(params["weights"]),
-                        **{**variant_of(params), **(variant or {})})
+    options = {**variant_of(params), **(variant or {})}
+    model = config_class(list(options))(backbone=params["backbone"], weights=weights_arg(params["weights"]), **options)
     return TrainConfig(
         model=model, benchmark=data.benchmark, datapath=str(data.root),
         splits_dir=None if data.splits_dir is None else str(data.splits_dir),
@@ -385,7 +384,7 @@ def evaluate_model(model: nn.Module, data: Data, fold: int, nshot: int, img_size
     entry = EvaluationEntry(
         study=study, label=label, benchmark=data.benchmark, dataset=data.dataset, synthetic=data.synthetic,
         fold=fold, nshot=nshot, ignore_label=ignore_label, img_size=img_size, original_size=original_size,
-        episodes=len(result.episodes), seed=seed, model=dataclasses.asdict(model.config),
+        episodes=len(result.episodes), seed=seed, model=model.config.to_dict(),
         train_benchmark=train_benchmark, data=dataset.describe(),
         learnable_params=model.num_learnable_parameters(),
         checkpoint=None if checkpoint is None else str(resolve(checkpoint)),
@@ -401,7 +400,7 @@ def profile_entry(model: HSNet, study: str, label: str, img_size: int, device: s
                   repeats: int = 10) -> ProfileEntry:
     """The `profiles` entry: size, 1-shot time, memory and FLOPs (:func:`hsnetlib.profile.profile_model`)."""
     profile = profile_model(model, img_size=img_size, nshot=1, device=device, repeats=repeats)
-    return ProfileEntry(study=study, label=label, model=dataclasses.asdict(model.config), profile=profile.to_dict())
+    return ProfileEntry(study=study, label=label, model=model.config.to_dict(), profile=profile.to_dict())
 
 
 # Parameters that say where and how a notebook runs, not what it trains.

@@ -25,7 +25,7 @@ import pandas as pd
 from hsnetlib import viz
 from hsnetlib.evaluate import EvalResult
 from hsnetlib.metrics import PAIRING_KEYS, paired_bootstrap
-from hsnetlib.model import HSNet, HSNetConfig, variant_fields
+from hsnetlib.model import HSNet, config_class, option_fields, variant_fields
 from hsnetlib.suite import notebook
 from hsnetlib.suite.paths import resolve
 from hsnetlib.suite.records import EvaluationEntry, Paired, ProfileEntry, TrainingEntry
@@ -35,7 +35,8 @@ from hsnetlib.train import TrainConfig, result_dict
 # -- the registry ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Study:
-    """One ablation: `option` (an HSNetConfig variant field) varied; `label(value)` names a variant's row."""
+    """One ablation: `option` (a variant field of HSNetConfig or of a registered model's config) varied;
+    `label(value)` names a variant's row."""
     name: str                              # the run record's ``study``
     option: str
     label: Callable[[Any], str] = str
@@ -45,19 +46,27 @@ class Study:
     @property
     def reference(self) -> str:
         """The reference variant's label: the option's default (the paper's model)."""
-        default = {f.name: f for f in dataclasses.fields(HSNetConfig)}[self.option].default
-        return self.label(default)
+        return self.label(option_fields()[self.option].default)
 
 
 _STUDIES: dict[str, Study] = {}
 
 
-def register_study(study: Study) -> Study:
+def register_study(study: Study, *, replace: bool = False) -> Study:
+    """Add `study`; its option must be a variant option of a registered model; a name already taken is an error
+    unless `replace`."""
     if study.option not in variant_fields():
         raise ValueError(f"study {study.name!r}: {study.option!r} is not a model variant option; "
                          f"choose one of {variant_fields()}")
+    if study.name in _STUDIES and not replace:
+        raise ValueError(f"study {study.name!r} is registered already (pass replace=True to replace it)")
     _STUDIES[study.name] = study
     return study
+
+
+def unregister_study(name: str) -> None:
+    get_study(name)
+    del _STUDIES[name]
 
 
 def get_study(name: str) -> Study:
@@ -273,7 +282,7 @@ def check_params(name: str, params: Mapping[str, Any]) -> None:
     else:
         labels = [study.label(tuple(v) if isinstance(v, list) else v) for v in params["variants"]]
         for value in params["variants"]:
-            HSNetConfig(**{study.option: value}, weights=None)  # the option's choices
+            config_class([study.option])(**{study.option: value}, weights=None)  # the option's choices
         notebook.check_train_params(params)
     if params["reference"] not in labels:
         raise ValueError(f"reference={params['reference']!r} is none of the variants {labels}")
