@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -97,7 +98,9 @@ def variant_of(params: Mapping[str, Any]) -> dict[str, Any]:
 SYNTHETIC = {
     "pascal": dict(images_per_class=40, val_images_per_class=12, size=128),
     "fss": dict(n_classes=20, images_per_class=10, size=128),
+    "coco": dict(images_per_class=4, val_images_per_class=11, size=64),  # 80 classes: small; 10-shot needs 11
 }
+SYNTHETIC_LOCK = ".synthetic.lock"  # in the data root: runs started together generate it once
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,14 @@ def prepare_data(benchmark: str, data_root: str, synthetic_data: bool) -> Data:
     if synthetic_data:
         if benchmark not in SYNTHETIC:
             raise ValueError(f"there is no synthetic {benchmark!r} benchmark; choose one of {sorted(SYNTHETIC)}")
-        written = layouts.get(benchmark, {})
-        wanted = SYNTHETIC[benchmark]
-        if written.get("seed") != 0 or any(written.get("params", {}).get(k) != v for k, v in wanted.items()):
-            print(f"generating the synthetic {benchmark} benchmark under {root} ...")
-            synthetic.generate(root, layout=benchmark, seed=0, **SYNTHETIC[benchmark])
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / SYNTHETIC_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be writing it: wait, then read what it wrote
+            written = _synthetic_layouts(root).get(benchmark, {})
+            wanted = SYNTHETIC[benchmark]
+            if written.get("seed") != 0 or any(written.get("params", {}).get(k) != v for k, v in wanted.items()):
+                print(f"generating the synthetic {benchmark} benchmark under {root} ...")
+                synthetic.generate(root, layout=benchmark, seed=0, **SYNTHETIC[benchmark])
     elif benchmark in layouts:
         raise ValueError(f"{root} holds the synthetic {benchmark} benchmark ({synthetic.MANIFEST_NAME}); "
                          "set synthetic=True, or point data_root at the real data")
