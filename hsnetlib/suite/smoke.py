@@ -6,9 +6,10 @@ runs folder of its own (RUNS_DIR/smoke/<grid>/), to learn which runs would fail 
 
 The budget is :data:`SMOKE_PARAMETERS`, one table of notebook parameter -> smoke value (applied to every run
 whose notebook declares the parameter with that value's type; over the grid's values). Strings are formatted
-with ``{grid_dir}`` (the smoke grid's folder) and ``{smoke_dir}`` (RUNS_DIR/smoke). Each benchmark is smoked
-on the synthetic layout :func:`synthetic_layout` finds for it; a benchmark without one fails its runs with an
-error that says so.
+with ``{grid_dir}`` (the smoke grid's folder). Each benchmark is smoked on the synthetic layout
+:func:`synthetic_layout` finds for it, in the notebooks' own synthetic data root (generated once per clone);
+a benchmark without one fails its runs with an error that says so. :func:`representatives` picks the runs
+that still execute every kind of run of a grid (``make test`` smokes those of grids/paper.toml).
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def _smoke_value(value: Any, declared_type: str, context: dict[str, str]) -> tup
 
 def smoke_run(run: Run, grid_dir: Path, declared: dict[str, dict[str, Any]]) -> Run:
     """`run` at the smoke budget (its grid already expanded into the smoke runs folder)."""
-    context = {"grid_dir": grid_dir.as_posix(), "smoke_dir": grid_dir.parent.as_posix()}
+    context = {"grid_dir": grid_dir.as_posix()}
     parameters = dict(run.parameters)
     for key, value in SMOKE_PARAMETERS.items():
         if key in declared:
