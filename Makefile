@@ -14,16 +14,16 @@ setup: $(BIN)/activate
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-test:   # PYTEST_ARGS='-m "not slurm"' leaves out the tests that start a Slurm cluster
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+test:   # PYTEST_ARGS='-m "not slurm and not smoke"' also leaves out the tests that start a Slurm cluster
+	$(BIN)/python -m pytest -q -m "not smoke" $(PYTEST_ARGS) tests
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-kernel-name $(KERNEL) notebooks
 
 # Every run of the paper grid at a tiny budget on CPU on the synthetic benchmark (runs/smoke/paper/): which would fail.
 smoke:
 	$(BIN)/python -m hsnetlib.suite run grids/paper.toml --smoke
 
-smoke-test:   # only the tests that smoke grids/paper.toml's representatives (part of make test)
-	$(BIN)/python -m pytest -q -k smoke tests/test_suite.py
+smoke-test:   # the 32 representatives of grids/paper.toml (smoke.representatives), smoked for real (minutes)
+	$(BIN)/python -m pytest -q -m smoke tests/test_suite.py
 
 # The notebook suite end to end on the synthetic benchmark (train + evaluate 4 folds, visualizations, results/).
 demo:

@@ -573,16 +573,28 @@ def test_smoke_budget_representatives_and_unsmokable_benchmarks(tmp_path):
     assert "no synthetic 'deepglobe' layout" in smoke.unsmokable(odd)[smoked.runs[0].name]
 
 
-def test_smoke_of_every_kind_of_paper_run(tmp_path):
-    """One run of every notebook with every benchmark and notable option value of grids/paper.toml
-    (smoke.representatives), with what they need, executed for real at the smoke budget; `make smoke` smokes the
-    whole grid. Every one ends done: a failure is named with its error."""
+def _smoke_paper(tmp_path, names=None):
     from hsnetlib.suite import smoke
 
     runs = smoke.runs_dir(tmp_path)
     smoked = smoke.smoke_grid(load_grid(PAPER, runs))
-    keep = smoke.subgrid(smoked, smoke.representatives(smoked)).runs
+    keep = smoke.subgrid(smoked, names or smoke.representatives(smoked)).runs
     outcomes = runner.run_grid(dataclasses.replace(smoked, runs=keep), runs, jobs=2)
     bad = {o.run: f"{o.status}: {o.detail}" for o in outcomes if o.status != "done"}
     assert not bad, bad
     assert len(outcomes) == len(keep) and any(r.notebook == "11_results.ipynb" for r in keep)
+
+
+def test_smoke_of_a_coco_training_its_10_shot_evaluation_and_the_results(tmp_path):
+    """Part of `make test` (a smoke run costs 15-30 s of kernel start, imports and tiny training on 2 idle cores;
+    the 32 representatives take minutes: `make smoke-test`): the paper grid's COCO-20i training, its 1/5/10-shot
+    evaluation and the results run over their records, executed for real at the smoke budget."""
+    _smoke_paper(tmp_path, ["coco-resnet50-train-fold0", "coco-resnet50-evaluate-fold0", "results"])
+
+
+@pytest.mark.smoke
+def test_smoke_of_every_kind_of_paper_run(tmp_path):
+    """One run of every notebook with every benchmark and notable option value of grids/paper.toml
+    (smoke.representatives), with what they need, executed for real at the smoke budget (`make smoke-test`;
+    `make smoke` smokes the whole grid). Every one ends done: a failure is named with its error."""
+    _smoke_paper(tmp_path)
