@@ -22,7 +22,7 @@ test:   # PYTEST_ARGS='-m "not slurm and not smoke"' also leaves out the tests t
 smoke:
 	$(BIN)/python -m hsnetlib.suite run grids/paper.toml --smoke
 
-smoke-test:   # one run of every kind in grids/paper.toml (and what it needs), smoked for real
+smoke-test:   # the 32 representatives of grids/paper.toml (smoke.representatives), smoked for real (minutes)
 	$(BIN)/python -m pytest -q -m smoke tests/test_suite.py
 
 # The notebook suite end to end on the synthetic benchmark (train + evaluate 4 folds, visualizations, results/).

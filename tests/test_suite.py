@@ -4,6 +4,7 @@ once pinned to their GPUs, `needs`, Ctrl-C and resume on rerun, changed configur
 status, and the run records notebooks write."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -52,9 +53,16 @@ notebook = "toy.ipynb"
 needs = ["r-{value}-x"]
 expand = { value = [2] }
 parameters = { label = "{grid_dir}/r-{value}-x" }
+
+[[run]]
+name = "summary"
+notebook = "toy.ipynb"
+needs = ["r-*-y", "after-2", "*"]
 ''')
     grid = load_grid(path, runs_dir=tmp_path / "runs")
-    assert [r.name for r in grid.runs] == ["r-1-x", "r-1-y", "r-2-x", "r-2-y", "after-2"]
+    assert [r.name for r in grid.runs] == ["r-1-x", "r-1-y", "r-2-x", "r-2-y", "after-2", "summary"]
+    assert grid.runs[-1].needs == ["r-1-y", "r-2-y", "after-2", "r-1-x", "r-2-x"]  # patterns: earlier runs, once
+    grid = dataclasses.replace(grid, runs=grid.runs[:-1])
     first, last = grid.runs[0], grid.runs[-1]
     assert first.parameters == {"label": "x", "value": 1, "out_dir": (tmp_path / "runs/toy/r-1-x").as_posix()}
     assert last.needs == ["r-2-x"] and last.parameters["label"] == (tmp_path / "runs/toy/r-2-x").as_posix()
@@ -67,6 +75,7 @@ parameters = { label = "{grid_dir}/r-{value}-x" }
     ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nparameters = { value = true }\n', "is not a int"),
     ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\n[[run]]\nname = "a"\nnotebook = "toy.ipynb"\n', "occurs twice"),
     ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nneeds = ["b"]\n', "not earlier runs"),
+    ('[[run]]\nname = "a"\nnotebook = "toy.ipynb"\nneeds = ["b-*"]\n', r"needs \['b-\*'\], which are not earlier"),
     ('[[run]]\nname = "a"\nnotebook = "missing.ipynb"\n', "does not exist"),
     ('[[run]]\nname = "a-{fold}"\nnotebook = "toy.ipynb"\n', "cannot format"),
     ('[[runs]]\nname = "a"\n', "unknown top-level key"),
@@ -530,8 +539,8 @@ PAPER = Path(__file__).resolve().parent.parent / "grids" / "paper.toml"
 
 
 def test_smoke_budget_representatives_and_unsmokable_benchmarks(tmp_path):
-    from hsnetlib import synthetic
     from hsnetlib.suite import smoke
+    from hsnetlib.suite.notebook import SYNTHETIC
 
     grid = load_grid(PAPER, smoke.runs_dir(tmp_path))
     smoked = smoke.smoke_grid(grid)
@@ -541,7 +550,7 @@ def test_smoke_budget_representatives_and_unsmokable_benchmarks(tmp_path):
         params = run.parameters
         assert params.get("device", "cpu") == "cpu" and params.get("weights", "none") == "none"
         assert params.get("img_size", 32) == 32 and params.get("epochs", 1) == 1
-        assert params.get("data_root", f"{tmp_path}/smoke/data") == f"{tmp_path.as_posix()}/smoke/data"
+        assert params.get("data_root", "data/synthetic") == "data/synthetic"
         assert params.get("results_dir", f"{grid_dir.as_posix()}/results") == f"{grid_dir.as_posix()}/results"
         assert Path(params["out_dir"]).parent == grid_dir
         if "checkpoint" in params:  # the smoke's own trainings, never the real ones
@@ -549,33 +558,43 @@ def test_smoke_budget_representatives_and_unsmokable_benchmarks(tmp_path):
     shown = {r.name: r.parameters["show_episodes"] for r in smoked.runs if r.notebook.startswith("10_")}
     assert shown and all(v == [0] for v in shown.values())
     names = smoke.representatives(smoked)
-    combos = {(r.notebook, r.parameters.get("benchmark"), json.dumps({k: r.parameters.get(k) for k in smoke.NOTABLE}))
-              for r in smoked.runs}
     chosen = [r for r in smoked.runs if r.name in names]
-    assert {(r.notebook, r.parameters.get("benchmark"), json.dumps({k: r.parameters.get(k) for k in smoke.NOTABLE}))
-            for r in chosen} == combos
-    assert all(set(r.needs) <= set(names) for r in chosen) and len(names) < len(smoked.runs)
-    missing = smoke.unsmokable(smoked)
-    assert all(smoked.runs[[r.name for r in smoked.runs].index(n)].parameters["benchmark"] not in synthetic.LAYOUTS
-               for n in missing)
-    assert all("no synthetic" in why for why in missing.values())
+    # every notebook with every benchmark and every notable option value of the grid, and what they need
+    assert set().union(*map(smoke._features, chosen)) == set().union(*map(smoke._features, smoked.runs))
+    assert {"01_train.ipynb:benchmark='coco'", "02_evaluate.ipynb:shots=10", "01_train.ipynb:kernel='original'",
+            "02_evaluate.ipynb:benchmark='fss'", "01_train.ipynb:backbone='vgg16'"} <= set().union(*map(smoke._features, chosen))
+    assert {r.notebook for r in chosen} == {r.notebook for r in smoked.runs}
+    assert all(set(r.needs) <= set(names) for r in chosen if r.name != "results") and len(names) < len(smoked.runs)
+    assert smoke.subgrid(smoked, names).runs[-1].needs == names[:-1]  # results: after every representative
+    assert smoke.unsmokable(smoked) == {}  # every benchmark of the paper grid has a synthetic layout
+    odd = dataclasses.replace(smoked, runs=[dataclasses.replace(smoked.runs[0], parameters={
+        **smoked.runs[0].parameters, "benchmark": "deepglobe"})])
+    assert set(SYNTHETIC) >= {"pascal", "coco", "fss"}
+    assert "no synthetic 'deepglobe' layout" in smoke.unsmokable(odd)[smoked.runs[0].name]
 
 
-@pytest.mark.smoke
-def test_smoke_of_every_kind_of_paper_run(tmp_path):
-    """One run of every distinct (notebook, benchmark, notable option) combination of grids/paper.toml, with what
-    they need, executed for real at the smoke budget (`make smoke-test`; `make smoke` smokes the whole grid).
-    Runs whose benchmark has no synthetic layout yet (COCO-20i until the generator has one) are left out."""
+def _smoke_paper(tmp_path, names=None):
     from hsnetlib.suite import smoke
 
     runs = smoke.runs_dir(tmp_path)
     smoked = smoke.smoke_grid(load_grid(PAPER, runs))
-    missing = smoke.unsmokable(smoked)
-    names = set(smoke.representatives(smoked))
-    needs_missing = {r.name for r in smoked.runs if set(r.needs) & set(missing)}
-    keep = [r for r in smoked.runs if r.name in names and r.name not in missing and r.name not in needs_missing]
-    results = [r for r in keep if r.notebook == "11_results.ipynb"]
-    outcomes = runner.run_grid(type(smoked)(smoked.name, smoked.path, keep), runs, jobs=2)
-    bad = {o.run: o.detail for o in outcomes if o.status != "done"}
+    keep = smoke.subgrid(smoked, names or smoke.representatives(smoked)).runs
+    outcomes = runner.run_grid(dataclasses.replace(smoked, runs=keep), runs, jobs=2)
+    bad = {o.run: f"{o.status}: {o.detail}" for o in outcomes if o.status != "done"}
     assert not bad, bad
-    assert results and len(outcomes) == len(keep)
+    assert len(outcomes) == len(keep) and any(r.notebook == "11_results.ipynb" for r in keep)
+
+
+def test_smoke_of_a_coco_training_its_10_shot_evaluation_and_the_results(tmp_path):
+    """Part of `make test` (a smoke run costs 15-30 s of kernel start, imports and tiny training on 2 idle cores;
+    the 32 representatives take minutes: `make smoke-test`): the paper grid's COCO-20i training, its 1/5/10-shot
+    evaluation and the results run over their records, executed for real at the smoke budget."""
+    _smoke_paper(tmp_path, ["coco-resnet50-train-fold0", "coco-resnet50-evaluate-fold0", "results"])
+
+
+@pytest.mark.smoke
+def test_smoke_of_every_kind_of_paper_run(tmp_path):
+    """One run of every notebook with every benchmark and notable option value of grids/paper.toml
+    (smoke.representatives), with what they need, executed for real at the smoke budget (`make smoke-test`;
+    `make smoke` smokes the whole grid). Every one ends done: a failure is named with its error."""
+    _smoke_paper(tmp_path)

@@ -10,7 +10,8 @@ A grid is a TOML file listing notebook runs, executed in file order::
     [[run]]
     name = "evaluate-fold{fold}-{nshot}shot"     # one run per combination of `expand`
     notebook = "02_evaluate.ipynb"               # under notebooks/
-    needs = ["train-fold{fold}"]                 # runs that must have succeeded first
+    needs = ["train-fold{fold}"]                 # runs that must have succeeded first ("evaluate-*": every
+                                                 # earlier run the pattern matches)
     expand = { fold = [0, 1, 2, 3], nshot = [1, 5] }
     parameters = { checkpoint = "{grid_dir}/train-fold{fold}/best.pt" }
     resources = { gpus = 1, time = 240 }         # overrides [resources] (the defaults of every run)
@@ -177,6 +178,10 @@ def _expand(entry: dict[str, Any], index: int, grid_name: str, grid_dir: Path, p
     return runs
 
 
+def _is_pattern(need: str) -> bool:
+    return any(c in need for c in "*?[")
+
+
 def load_grid(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> Grid:
     """Read, check and expand a grid file; names must be unique and `needs` must point at earlier runs."""
     path = Path(path)
@@ -200,14 +205,16 @@ def load_grid(path: str | os.PathLike, runs_dir: str | os.PathLike = "runs") -> 
             for run in _expand(entry, i, name, grid_dir, path, notebooks_dir, resources)]
     if not runs:
         raise GridError(f"{path} lists no [[run]]")
-    seen: set[str] = set()
-    for run in runs:
+    seen: dict[str, None] = {}  # earlier run names, in grid order
+    for i, run in enumerate(runs):
         if run.name in seen:
             raise GridError(f"{path}: run name {run.name!r} occurs twice (add the expanded values to the name)")
-        missing = [n for n in run.needs if n not in seen]
+        needs = [m for n in run.needs for m in (fnmatch.filter(seen, n) if _is_pattern(n) else [n])]
+        missing = [n for n in run.needs if not (fnmatch.filter(seen, n) if _is_pattern(n) else n in seen)]
         if missing:
             raise GridError(f"{path}: run {run.name!r} needs {missing}, which are not earlier runs of the grid")
-        seen.add(run.name)
+        runs[i] = dataclasses.replace(run, needs=list(dict.fromkeys(needs)))
+        seen[run.name] = None
     defaults = raw.get("defaults", {})
     if not isinstance(defaults, dict):
         raise GridError(f"{path}: [defaults] must be a table")

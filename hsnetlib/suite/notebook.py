@@ -11,6 +11,7 @@ for the automatic device, 0 for "all" episodes and "" for the default of a bench
 from __future__ import annotations
 
 import ast
+import fcntl
 import json
 import os
 from dataclasses import dataclass, field
@@ -124,7 +125,9 @@ SYNTHETIC = {
     "deepglobe": dict(images_per_class=12, size=128),
     "isic": dict(images_per_class=12, size=128),
     "lung": dict(images_per_class=24, size=128),
+    "coco": dict(images_per_class=4, val_images_per_class=11, size=64),  # 80 classes: small; 10-shot needs 11
 }
+SYNTHETIC_LOCK = ".synthetic.lock"  # in the data root: runs started together generate it once
 
 
 def synthetic_layout(benchmark: str) -> str | None:
@@ -176,16 +179,20 @@ def prepare_data(benchmark: str, data_root: str, synthetic_data: bool, val_bench
     """
     root = resolve(data_root)
     layouts = _synthetic_layouts(root)
+    if synthetic_data:
+        root.mkdir(parents=True, exist_ok=True)
     for name in dict.fromkeys(b for b in (benchmark, val_benchmark) if b is not None):
         layout = synthetic_layout(name)
         if synthetic_data:
             if layout is None:
                 raise ValueError(f"there is no synthetic {name!r} benchmark; choose one of {synthetic_benchmarks()}")
-            written = layouts.get(layout, {})
-            wanted = SYNTHETIC[layout]
-            if written.get("seed") != 0 or any(written.get("params", {}).get(k) != v for k, v in wanted.items()):
-                print(f"generating the synthetic {layout} layout ({name}) under {root} ...")
-                synthetic.generate(root, layout=layout, seed=0, **wanted)
+            with open(root / SYNTHETIC_LOCK, "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # another run may be writing it: wait, then read what it wrote
+                written = _synthetic_layouts(root).get(layout, {})
+                wanted = SYNTHETIC[layout]
+                if written.get("seed") != 0 or any(written.get("params", {}).get(k) != v for k, v in wanted.items()):
+                    print(f"generating the synthetic {layout} layout ({name}) under {root} ...")
+                    synthetic.generate(root, layout=layout, seed=0, **wanted)
         elif layout in layouts:
             raise ValueError(f"{root} holds the synthetic {layout} layout ({synthetic.MANIFEST_NAME}); "
                              "set synthetic=True, or point data_root at the real data")

@@ -6,9 +6,10 @@ runs folder of its own (RUNS_DIR/smoke/<grid>/), to learn which runs would fail 
 
 The budget is :data:`SMOKE_PARAMETERS`, one table of notebook parameter -> smoke value (applied to every run
 whose notebook declares the parameter with that value's type; over the grid's values). Strings are formatted
-with ``{grid_dir}`` (the smoke grid's folder) and ``{smoke_dir}`` (RUNS_DIR/smoke). Each benchmark is smoked
-on the synthetic layout :func:`synthetic_layout` finds for it; a benchmark without one fails its runs with an
-error that says so.
+with ``{grid_dir}`` (the smoke grid's folder). Each benchmark is smoked on the synthetic layout
+:func:`synthetic_layout` finds for it, in the notebooks' own synthetic data root (generated once per clone);
+a benchmark without one fails its runs with an error that says so. :func:`representatives` picks the runs
+that still execute every kind of run of a grid (``make test`` smokes those of grids/paper.toml).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ SMOKE_DIR = "smoke"
 # The tiny budget: notebook parameter -> smoke value.
 SMOKE_PARAMETERS: dict[str, Any] = {
     "synthetic": True,                       # the synthetic benchmark, generated on demand ...
-    "data_root": "{smoke_dir}/data",         # ... once for every smoked grid
+    "data_root": "data/synthetic",           # ... once per clone: the notebooks' own synthetic root
     "weights": "none",                       # random backbone weights (no download)
     "device": "cpu",
     "img_size": 32,
@@ -49,13 +50,12 @@ def runs_dir(runs: str | os.PathLike) -> Path:
 
 
 def synthetic_layout(benchmark: str) -> str | None:
-    """The synthetic layout that stands in for `benchmark` (its ``BenchmarkSpec.synthetic``; None: the generator
-    has none yet, or the benchmark is not registered)."""
-    from hsnetlib import synthetic
-    from hsnetlib.data import get_benchmark, list_benchmarks
+    """The synthetic layout that stands in for `benchmark` (its ``BenchmarkSpec.synthetic`` when the notebooks
+    generate it; None: they generate none for it yet, or the benchmark is not registered)."""
+    from hsnetlib.data import list_benchmarks
+    from hsnetlib.suite.notebook import synthetic_layout as notebook_layout
 
-    layout = get_benchmark(benchmark).synthetic if benchmark in list_benchmarks() else None
-    return layout if layout in synthetic.LAYOUTS else None
+    return notebook_layout(benchmark) if benchmark in list_benchmarks() else None
 
 
 def _smoke_value(value: Any, declared_type: str, context: dict[str, str]) -> tuple[bool, Any]:
@@ -67,7 +67,7 @@ def _smoke_value(value: Any, declared_type: str, context: dict[str, str]) -> tup
 
 def smoke_run(run: Run, grid_dir: Path, declared: dict[str, dict[str, Any]]) -> Run:
     """`run` at the smoke budget (its grid already expanded into the smoke runs folder)."""
-    context = {"grid_dir": grid_dir.as_posix(), "smoke_dir": grid_dir.parent.as_posix()}
+    context = {"grid_dir": grid_dir.as_posix()}
     parameters = dict(run.parameters)
     for key, value in SMOKE_PARAMETERS.items():
         if key in declared:
@@ -87,10 +87,10 @@ def smoke_grid(grid: Grid) -> Grid:
 
 def unsmokable(grid: Grid) -> dict[str, str]:
     """Run name -> why it cannot be smoked here (its benchmark has no synthetic layout yet)."""
-    from hsnetlib import synthetic
+    from hsnetlib.suite.notebook import SYNTHETIC
 
-    return {r.name: f"no synthetic {r.parameters['benchmark']!r} layout (hsnetlib.synthetic has "
-                    f"{', '.join(synthetic.LAYOUTS)})"
+    return {r.name: f"no synthetic {r.parameters['benchmark']!r} layout (the notebooks generate "
+                    f"{', '.join(SYNTHETIC)})"
             for r in grid.runs if "benchmark" in r.parameters and synthetic_layout(r.parameters["benchmark"]) is None}
 
 
@@ -104,26 +104,49 @@ def report(table) -> str:
     return "\n".join(lines)
 
 
-# The options that make a run of a notebook different to smoke (other than the notebook and the benchmark).
-NOTABLE = ("backbone", "shots", "ignore_label", "original_size", "hypercorrelation", "pyramid", "kernel",
-           "block_layers", "finetune_backbone", "support_masking")
+# Notable options: the notebook parameters whose values take a code path of their own -- another backbone's taps
+# and level schedule (vgg16, resnet50, resnet101), the original or separable 4D kernel, a fine-tuned backbone, no
+# support masking, Table A1's scoring without the ignore label, scoring at the query's original size, a K-shot
+# count (10-shot: K supports averaged per episode). Values that only change sizes along one code path
+# (hypercorrelation subsets, pyramid levels, layers per block) are not notable: their study notebooks need every
+# such training anyway. A list-valued option (shots) contributes each of its values.
+NOTABLE = ("backbone", "kernel", "finetune_backbone", "support_masking", "ignore_label", "original_size", "shots")
+
+
+def _features(run: Run) -> set[str]:
+    """What `run` exercises: its benchmark and every notable option value, each a "notebook:key=value" string."""
+    values = [("benchmark", run.parameters.get("benchmark"))]
+    for key in NOTABLE:
+        value = run.parameters.get(key)
+        values += [(key, v) for v in value] if isinstance(value, list) else [(key, value)] if key in run.parameters else []
+    return {f"{run.notebook}:{key}={value!r}" for key, value in values}
 
 
 def representatives(grid: Grid) -> list[str]:
-    """One run of every distinct (notebook, benchmark, notable options) combination of `grid`, with the runs
-    they need, in grid order: the names of a smaller smoke that still executes every kind of run."""
-    import json
-
-    chosen: dict[str, str] = {}
+    """The runs of `grid` that exercise every notebook with every benchmark and every notable option value it is
+    run with (the first run of the grid that brings a new one; benchmarks and options are separate code paths, so
+    they are covered one by one, not in every combination), with the runs they need, in grid order: the names
+    of a smaller smoke that still executes every kind of run."""
+    covered: set[str] = set()
+    chosen: list[str] = []
+    summaries = {r.name for i, r in enumerate(grid.runs) if i and len(r.needs) == i}  # needs = ["*"]: results
     for run in grid.runs:
-        key = json.dumps([run.notebook, run.parameters.get("benchmark"),
-                          {k: run.parameters[k] for k in NOTABLE if k in run.parameters}], sort_keys=True)
-        chosen.setdefault(key, run.name)
+        new = _features(run) - covered
+        if new:
+            covered |= new
+            chosen.append(run.name)
     by_name = {r.name: r for r in grid.runs}
-    needed, todo = set(), list(chosen.values())
+    needed, todo = set(), chosen
     while todo:
         name = todo.pop()
         if name not in needed:
             needed.add(name)
-            todo += by_name[name].needs
+            todo += [] if name in summaries else by_name[name].needs  # a summary: of the representatives only
     return [r.name for r in grid.runs if r.name in needed]
+
+
+def subgrid(grid: Grid, names: list[str]) -> Grid:
+    """The runs of `grid` named in `names`, each needing only those of its needs that are among them."""
+    keep = set(names)
+    return dataclasses.replace(grid, runs=[dataclasses.replace(r, needs=[n for n in r.needs if n in keep])
+                                           for r in grid.runs if r.name in keep])
