@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 KERNEL := hsnet
 PYTEST_ARGS ?=
+MARKS ?= not smoke
 
 .PHONY: setup test smoke smoke-test demo demo-ablations demo-cdfss demo-backbones lab results bench gpu-check
 
@@ -14,8 +15,8 @@ setup: $(BIN)/activate
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-test:   # PYTEST_ARGS='-m "not slurm and not smoke"' also leaves out the tests that start a Slurm cluster
-	$(BIN)/python -m pytest -q -m "not smoke" $(PYTEST_ARGS) tests
+test:   # MARKS='not smoke and not slurm' also leaves out the tests that start a Slurm cluster
+	$(BIN)/python -m pytest -q -m "$(MARKS)" $(PYTEST_ARGS) tests
 	$(BIN)/python -m pytest -q --nbval-lax --nbval-kernel-name $(KERNEL) notebooks
 
 # Every run of the paper grid at a tiny budget on CPU on the synthetic benchmark (runs/smoke/paper/): which would fail.
