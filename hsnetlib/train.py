@@ -342,7 +342,7 @@ class HeldoutEpisodes(FewShotDataset):
 def heldout_dataset(config: HeldoutConfig) -> FewShotDataset:
     """The held-out validation episodes ``config`` describes (see :func:`heldout_split`)."""
     plain = {f.name: getattr(config, f.name) for f in dataclasses.fields(DatasetConfig)}
-    train_ds = build_dataset(**(plain | {"split": "trn", "seed": 0}))
+    train_ds = build_dataset(**(plain | {"split": "trn", "seed": 0, "episodes": None}))
     return heldout_split(train_ds, config.heldout_fraction, config.episodes, seed=config.seed)[1]
 
 
@@ -391,8 +391,8 @@ def heldout_split(train_ds: FewShotDataset, fraction: float, n_episodes: int,
     val_classes = sorted({c for _, c in rows})
     val_index = EpisodeIndex(val_classes, rows, {c: keep[c] for c in val_classes}, False, n_episodes)
     plain = {f.name: getattr(train_ds.config, f.name) for f in dataclasses.fields(DatasetConfig)}
-    val_config = HeldoutConfig(**(plain | {"split": "heldout", "seed": seed}), heldout_fraction=fraction,
-                               episodes=n_episodes)
+    val_config = HeldoutConfig(**(plain | {"split": "heldout", "seed": seed, "episodes": n_episodes}),
+                               heldout_fraction=fraction)
     return (FewShotDataset(train_ds.config, train_ds.layout, train_index),
             HeldoutEpisodes(val_config, train_ds.layout, val_index))
 
