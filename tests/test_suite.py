@@ -568,9 +568,9 @@ def test_smoke_budget_representatives_and_unsmokable_benchmarks(tmp_path):
     assert smoke.subgrid(smoked, names).runs[-1].needs == names[:-1]  # results: after every representative
     assert smoke.unsmokable(smoked) == {}  # every benchmark of the paper grid has a synthetic layout
     odd = dataclasses.replace(smoked, runs=[dataclasses.replace(smoked.runs[0], parameters={
-        **smoked.runs[0].parameters, "benchmark": "deepglobe"})])
-    assert set(SYNTHETIC) >= {"pascal", "coco", "fss"}
-    assert "no synthetic 'deepglobe' layout" in smoke.unsmokable(odd)[smoked.runs[0].name]
+        **smoked.runs[0].parameters, "benchmark": "no-such-benchmark"})])  # every registered one has a layout
+    assert set(SYNTHETIC) >= {"pascal", "coco", "fss", "deepglobe", "isic", "lung"}
+    assert "no synthetic 'no-such-benchmark' layout" in smoke.unsmokable(odd)[smoked.runs[0].name]
 
 
 def _smoke_paper(tmp_path, names=None):
