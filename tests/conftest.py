@@ -212,3 +212,12 @@ def epochs_of(run_dir: Path) -> list[dict]:
     with open(run_dir / "metrics.csv", newline="") as f:
         return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items() if k != "time"}
                 for row in csv.DictReader(f)]
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the tests on two pytest-xdist workers (``--dist loadgroup``): the tests that start a Slurm
+    cluster share one worker (one munged, one slurmctld for the session), and so do the browser tests."""
+    for item in items:
+        for mark in ("slurm", "browser"):
+            if item.get_closest_marker(mark):
+                item.add_marker(pytest.mark.xdist_group(mark))

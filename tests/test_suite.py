@@ -134,6 +134,18 @@ def test_shipped_grids_load_and_expand(path, tmp_path):
         assert set(run.needs) <= set(names) and isinstance(run.resources, Resources)
 
 
+def test_kernels_of_runs_started_at_once_talk_over_ipc(tmp_path, notebooks):
+    """Kernels on TCP pick their ports before binding them, so runs started at once raced for one ("Address
+    already in use": the kernel died before replying). Over IPC there is no port, and no TCP warning."""
+    path = _grid(tmp_path, notebooks, '[[run]]\nname = "r{value}"\nnotebook = "toy.ipynb"\n'
+                 'expand = { value = [1, 2, 3, 4] }\n')
+    runs = tmp_path / "runs"
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "4"]) == 0
+    for value in (1, 2, 3, 4):
+        log = (runs / "toy" / f"r{value}" / "log.txt").read_text()
+        assert "over TCP" not in log and "Address already in use" not in log, log
+
+
 def _outcomes(runs_dir, grid="toy"):
     return pd.read_csv(runs_dir / grid / "summary.csv").set_index("run")
 

@@ -30,6 +30,10 @@ from hsnetlib.suite.state import (METRICS_FILE, SPEC_FILE, RunLock, clear_record
 from hsnetlib.utils import atomic_write
 
 KERNEL_NAME = "hsnet"
+# Kernels talk over IPC sockets (files in Jupyter's runtime folder), not TCP: runs started at once never race
+# for a port ("Address already in use": the kernel died before replying), and the kernel prints no
+# "running over TCP without encryption" warning.
+KERNEL_TRANSPORT = "ipc"
 EXIT_OWNED = 75  # `execute` exits with this when another process owns the run (its lock is held)
 
 
@@ -168,6 +172,7 @@ def execute(run: Run, grid_dir: Path, executor: str = "local") -> Outcome:
 
 def _execute_owned(run: Run, out_dir: Path, main: bool, executor: str) -> Outcome:
     import papermill
+    from traitlets.config import Config
 
     _atomic_notebook_writes()
     files_dir = out_dir if main else out_dir / f"rank{rank()}"
@@ -192,6 +197,7 @@ def _execute_owned(run: Run, out_dir: Path, main: bool, executor: str) -> Outcom
                 str(notebook_path(run.notebook, run.notebooks_dir)), str(files_dir / run.notebook),
                 parameters={**run.parameters, **resume_parameter(run, out_dir)}, kernel_name=KERNEL_NAME,
                 cwd=str(project_root()), progress_bar=False, log_output=False, stdout_file=log, stderr_file=log,
+                config=Config({"KernelManager": {"transport": KERNEL_TRANSPORT}}),
             )
     except papermill.PapermillExecutionError as err:
         error = f"{err.ename}: {err.evalue}".strip()
