@@ -13,7 +13,8 @@ import nbformat
 import papermill
 import pytest
 
-from hsnetlib import suite
+from hsnetlib import results, suite
+from hsnetlib.results import tables
 from hsnetlib.suite import notebook, state
 from hsnetlib.suite.grid import load_grid
 from hsnetlib.suite.runner import run_grid
@@ -125,7 +126,9 @@ TINY = dict(data_root="{grid_dir}/data", img_size=32, epochs=1, bsz=2, train_epi
 
 def test_an_unconverged_training_is_done_and_its_dependants_run(tmp_path):
     """Unconverged is not failed: a grid whose training stays at the all-background solution ends with the training
-    done (converged: false in its record) and the evaluation that needs it done."""
+    done (converged: false in its record) and the evaluation that needs it done. The evaluation of its best.pt,
+    another run, records that the training did not converge, and the results tables mark its line (its cells
+    "not converged", the row naming the training's learning curves)."""
     defaults = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())
     (tmp_path / "tiny.toml").write_text(f"""name = "tiny"
 [defaults]
@@ -149,7 +152,15 @@ parameters = {{ checkpoint = "{{grid_dir}}/train/best.pt", shots = [1], episodes
     record = json.loads((train_dir / "metrics.json").read_text())
     assert record["summary"]["converged"] is False and record["trainings"][0]["converged"] is False
     assert not state.converged(record)
-    assert json.loads((evaluate_dir / "metrics.json").read_text())["evaluations"][0]["episodes"] == 2
+    evaluation = json.loads((evaluate_dir / "metrics.json").read_text())["evaluations"][0]
+    assert evaluation["episodes"] == 2 and evaluation["converged"] is False
+    written = results.write_results(runs, tmp_path / "results")
+    cells = written["tables"]["table1"].query("section == @tables.SYNTHETIC and shot == 1 and column == 'fold0'")
+    assert cells[["status", "runs", "curves"]].values.tolist() == [["not converged", "tiny/evaluate", "curves_main.png"]]
+    line = [row for row in (tmp_path / "results" / "table1.md").read_text().splitlines()
+            if row.startswith("| ") and "not converged" in row]  # the markdown row of our line
+    assert len(line) == 1 and "| not converged |" in line[0] and "[curves_main.png](curves_main.png)" in line[0]
+    assert (tmp_path / "results" / "curves_main.png").is_file()
 
 
 def test_ablation_notebook_with_injected_trainings(tmp_path):

@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from hsnetlib.results import registries
-from hsnetlib.results.collect import not_converged
 from hsnetlib.results.paper import COLUMN_LABELS, PaperTable
 from hsnetlib.results.tables import MEASURED, NOT_CONVERGED, NOT_RUN, mean_interval
+from hsnetlib.suite.records import not_converged
 
 
 def _pyplot():

@@ -214,7 +214,7 @@ def evaluate_variants(study: Study, data: notebook.Data, fold: int, trainings: M
             entry, scored[label] = notebook.evaluate_model(
                 HSNet.load(checkpoint), data, fold, shot, img_size, study=study.name, label=label,
                 ignore_label=ignore_label, episodes=episodes, device=device, baselines=baselines,
-                checkpoint=checkpoint, progress=progress)
+                checkpoint=checkpoint, progress=progress, converged=notebook.converged(trainings[label]["history"]))
             entry.episodes_digest = episodes_digest(scored[label])
             if label != reference:
                 entry.paired = Paired(reference=reference, **paired_bootstrap(
