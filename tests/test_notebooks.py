@@ -156,7 +156,8 @@ parameters = {{ checkpoint = "{{grid_dir}}/train/best.pt", shots = [1], episodes
     assert evaluation["episodes"] == 2 and evaluation["converged"] is False
     written = results.write_results(runs, tmp_path / "results")
     cells = written["tables"]["table1"].query("section == @tables.SYNTHETIC and shot == 1 and column == 'fold0'")
-    assert cells[["status", "runs", "curves"]].values.tolist() == [["not converged", "tiny/evaluate", "curves_main.png"]]
+    assert cells[["status", "runs", "curves"]].values.tolist() == [
+        ["not converged", "tiny/evaluate", "curves_main.png"]]
     line = [row for row in (tmp_path / "results" / "table1.md").read_text().splitlines()
             if row.startswith("| ") and "not converged" in row]  # the markdown row of our line
     assert len(line) == 1 and "| not converged |" in line[0] and "[curves_main.png](curves_main.png)" in line[0]

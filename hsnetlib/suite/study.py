@@ -240,7 +240,8 @@ def variant_table(result: StudyResult) -> pd.DataFrame:
 
 
 def curves_figure(result: StudyResult, title: str = ""):
-    """Training and validation mIoU per epoch of every variant (Fig. 10's curves: :func:`hsnetlib.viz.draw_learning_curves`)."""
+    """Training and validation mIoU per epoch of every variant (Fig. 10's curves), drawn by
+    :func:`hsnetlib.viz.draw_learning_curves`."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
