@@ -214,6 +214,7 @@ def epochs_of(run_dir: Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """`make test` runs tests/ and the notebooks (nbval) in one session on two pytest-xdist workers (``--dist
     loadgroup``). The notebooks' cells are one group, run in order on one worker with one kernel at a time
