@@ -47,3 +47,15 @@ def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any] | Non
     if not isinstance(data, dict):
         raise UnreadableFile(f"{path}: unreadable {what} (a JSON {type(data).__name__}, not an object)")
     return data
+
+
+def read_json_in(path: str | os.PathLike, file_name: str, what: str, missing: str) -> tuple[Path, dict[str, Any]]:
+    """(the file, its JSON object) of `path`, or of `path`/`file_name` when `path` is a folder; a missing file is
+    a FileNotFoundError naming it, followed by `missing`; `what` names the file in the other errors."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / file_name
+    data = read_json_object(path, what)
+    if data is None:
+        raise FileNotFoundError(f"{path}{missing}")
+    return path, data
