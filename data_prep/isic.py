@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from data_prep import exit_status
 from hsnetlib.data import ISIC_CONVENTIONS, SHIPPED_SPLITS, get_benchmark
 from hsnetlib.data.cdfss import ISIC_IMAGES
 from hsnetlib.utils import atomic_write
@@ -121,14 +122,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     images = args.images if args.images is not None else args.root / ISIC_IMAGES
-    try:
+
+    def sort_and_count() -> None:
         counts = sort_images(images, args.root / ISIC_IMAGES, args.table, args.convention, args.skip_unlisted, args.allow_missing)
         atomic_write(args.root / "ISIC" / "counts.json", json.dumps(counts, indent=1) + "\n")
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(counts, indent=1))
-    return 0
+        print(json.dumps(counts, indent=1))
+    return exit_status(sort_and_count, (FileNotFoundError, ValueError, OSError))
 
 
 if __name__ == "__main__":
