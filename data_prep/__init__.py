@@ -28,6 +28,12 @@ def save_png_atomic(array: np.ndarray, path: Path) -> None:
     save_image_atomic(Image.fromarray(array, mode="L"), path)
 
 
+def script_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m {module}``, its help `doc` (the module's docstring) as written."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def add_rewrite_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of a script that writes files one by one: --overwrite and --no-progress."""
     parser.add_argument("--overwrite", action="store_true", help="rewrite masks that already exist")

@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from data_prep import script_parser
 from hsnetlib.data import SHIPPED_SPLITS, DatasetConfig, get_benchmark, read_class_index_mask, read_grey_mask, read_rgb
 from hsnetlib.data.cdfss import LUNG_DIR
 
@@ -243,8 +244,7 @@ def format_reports(reports: list[GroupReport]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.check", __doc__)
     parser.add_argument("--root", required=True, type=Path, help="data root (holding VOC2012/, COCO2014/, FSS-1000/)")
     parser.add_argument("--benchmark", choices=(*BENCHMARKS, "all"), default="all")
     parser.add_argument("--splits-dir", type=Path, default=SHIPPED_SPLITS,

@@ -29,7 +29,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
-from data_prep import add_rewrite_options, exit_status, save_png_atomic
+from data_prep import add_rewrite_options, exit_status, save_png_atomic, script_parser
 
 SPLITS = ("train2014", "val2014")
 README_SECTION = "data_prep/README.md, section 'COCO-20i'"
@@ -96,8 +96,7 @@ def write_split(root: Path, split: str, overwrite: bool = False, progress: bool 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.coco_masks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.coco_masks", __doc__)
     parser.add_argument("--root", required=True, type=Path, help="data root holding COCO2014/annotations/instances_*2014.json")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="which splits to write")
     return add_rewrite_options(parser).parse_args(argv)

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from data_prep import exit_status, save_image_atomic
+from data_prep import exit_status, save_image_atomic, script_parser
 from hsnetlib.data import DEEPGLOBE_CLASSES
 from hsnetlib.utils import atomic_write
 
@@ -144,8 +144,7 @@ def params(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.deepglobe", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.deepglobe", __doc__)
     parser.add_argument("--src", required=True, type=Path, help=f"folder of the land-cover training pairs ID{IMAGE_SUFFIX} + ID{MASK_SUFFIX}")
     parser.add_argument("--root", required=True, type=Path, help="data root; Deepglobe/ is written inside")
     parser.add_argument("--min-share", type=float, default=MIN_SHARE, help="keep a tile when its rarest colour's share is above this (0.048)")

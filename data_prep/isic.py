@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from data_prep import exit_status
+from data_prep import exit_status, script_parser
 from hsnetlib.data import ISIC_CONVENTIONS, SHIPPED_SPLITS, get_benchmark
 from hsnetlib.data.cdfss import ISIC_IMAGES
 from hsnetlib.utils import atomic_write
@@ -107,8 +107,7 @@ def sort_images(images: Path, dest: Path, table_path: Path, convention: str, ski
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.isic", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.isic", __doc__)
     parser.add_argument("--root", required=True, type=Path, help="data root holding ISIC/")
     parser.add_argument("--images", type=Path, default=None, help=f"the flat image folder (default ROOT/{ISIC_IMAGES})")
     parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="ID,Class table (default: the shipped class_id.csv)")

@@ -21,7 +21,7 @@ import scipy.io
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from data_prep import add_rewrite_options, exit_status, save_png_atomic
+from data_prep import add_rewrite_options, exit_status, save_png_atomic, script_parser
 
 N_CLASSES = 20
 IGNORE = 255
@@ -100,8 +100,7 @@ def convert(root: Path, sbd: Path, overwrite: bool = False, progress: bool = Tru
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.sbd_to_voc", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.sbd_to_voc", __doc__)
     parser.add_argument("--root", required=True, type=Path, help="data root holding VOC2012/SegmentationClass")
     parser.add_argument("--sbd", required=True, type=Path, help="SBD dataset folder holding cls/*.mat (benchmark_RELEASE/dataset)")
     return add_rewrite_options(parser).parse_args(argv)
