@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 KERNEL := hsnet
 PYTEST_ARGS ?=
 MARKS ?= not smoke
+TEST_JOBS ?= 2
 
 .PHONY: setup test smoke smoke-test demo demo-ablations demo-cdfss demo-backbones lab results bench gpu-check
 
@@ -15,9 +16,11 @@ setup: $(BIN)/activate
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-test:   # MARKS='not smoke and not slurm' also leaves out the tests that start a Slurm cluster
-	$(BIN)/python -m pytest -q -m "$(MARKS)" $(PYTEST_ARGS) tests
-	$(BIN)/python -m pytest -q --nbval-lax --nbval-kernel-name $(KERNEL) notebooks
+# tests/ and the notebooks' cells (nbval, their defaults) on TEST_JOBS pytest-xdist workers (tests/conftest.py groups
+# them). MARKS='not smoke and not slurm' also leaves out the tests that start a Slurm cluster.
+test:
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadgroup -m "$(MARKS)" --nbval-lax --nbval-kernel-name $(KERNEL) \
+		$(PYTEST_ARGS) notebooks tests
 
 # Every run of the paper grid at a tiny budget on CPU on the synthetic benchmark (runs/smoke/paper/): which would fail.
 smoke:

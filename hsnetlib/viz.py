@@ -11,14 +11,17 @@
   :func:`correlation_slices` draws both.
 * :func:`squeezed_views`: what the encoder makes of the hypercorrelation: the squeezed tensor of each
   level, the mixed tensors and the context map, reduced to 2D maps over the query.
-* :func:`learning_curves`: loss and mIoU per epoch from a training history; :class:`LiveCurves` redraws
+* :func:`draw_learning_curves`: the one drawing of learning curves (mIoU or loss per epoch of trainings, a
+  colour per variant, validation solid and training dashed), which the figures below, the studies'
+  (:func:`hsnetlib.suite.study.curves_figure`) and the results' (:mod:`hsnetlib.results.figures`) call;
+  :func:`learning_curves`: loss and mIoU per epoch from a training history; :class:`LiveCurves` redraws
   them after every epoch of a running training (the ``on_epoch`` callback of :func:`hsnetlib.train.train`).
 * :func:`ablation_overview`: an ablation study's mIoU per variant with intervals, and its learning curves.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -238,17 +241,51 @@ def squeezed_views(captured: Mapping[str, torch.Tensor], query_img: torch.Tensor
     return fig
 
 
+SPLIT_STYLES = {"val": "-", "train": "--"}  # learning curves: validation solid, training dashed
+METRIC_LABELS = {"miou": "mIoU (%)", "loss": "loss"}
+
+
+def draw_learning_curves(ax, trainings: Iterable[Mapping[str, Any]], metric: str = "miou",
+                         splits: Sequence[str] = ("val", "train")) -> bool:
+    """The one drawing of learning curves (the training notebook's, the studies' and the results' figures call it):
+    `metric` ("miou" or "loss") per epoch of every training's ``history`` (metrics.csv rows) on `ax`, one line per
+    split of `splits` (validation solid, training dashed), one colour per variant ``label``; a training whose
+    ``converged`` is False has "(not converged)" after its label. The legend lists the variants (when they have
+    labels) and the splits. Without any history the panel says so. Returns whether a curve was drawn."""
+    colours: dict[str, str] = {}
+    drawn = False
+    for training in trainings:
+        label = str(training.get("label") or "")
+        label += " (not converged)" if training.get("converged") is False else ""
+        colour = colours.setdefault(label, f"C{len(colours) % 10}")
+        history = list(training.get("history") or [])
+        for split in splits:
+            rows = [row for row in history if f"{split}_{metric}" in row]
+            if rows:
+                ax.plot([r["epoch"] for r in rows], [r[f"{split}_{metric}"] for r in rows], SPLIT_STYLES[split],
+                        color=colour, marker="o", markersize=4)
+                drawn = True
+    if not drawn:
+        ax.text(0.5, 0.5, "no training history", ha="center", va="center", transform=ax.transAxes, fontsize=10,
+                color="grey")
+        return False
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, label=v) for v, c in colours.items() if v] + \
+        ([Line2D([], [], color="grey", linestyle=SPLIT_STYLES[s], label=s) for s in splits] if len(splits) > 1 else [])
+    if handles:
+        ax.legend(handles=handles, fontsize=7)
+    ax.set(xlabel="epoch", ylabel=METRIC_LABELS[metric])
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    return True
+
+
 def learning_curves(history: Sequence[Mapping[str, float]], title: str = ""):
     """Loss and mIoU per epoch (train and validation) from a training history (metrics.csv rows)."""
-    epochs = [row["epoch"] for row in history]
-    fig, (loss_ax, miou_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for split, style in (("train", "--"), ("val", "-")):
-        loss_ax.plot(epochs, [row[f"{split}_loss"] for row in history], style, marker="o", label=split)
-        miou_ax.plot(epochs, [row[f"{split}_miou"] for row in history], style, marker="o", label=split)
-    loss_ax.set(xlabel="epoch", ylabel="loss", title="cross-entropy")
-    miou_ax.set(xlabel="epoch", ylabel="mIoU (%)", title="mIoU")
-    for ax in (loss_ax, miou_ax):
-        ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, metric, name in zip(axes, ("loss", "miou"), ("cross-entropy", "mIoU")):
+        draw_learning_curves(ax, [{"history": history}], metric)
+        ax.set_title(name)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -310,11 +347,8 @@ def ablation_overview(table, trainings: Sequence[Mapping[str, Any]], title: str 
     bars.set(ylabel="mIoU (%)", title="test mIoU, 95% bootstrap interval (hatched: not converged)")
     bars.title.set_fontsize(8)
     bars.legend(fontsize=8)
-    for training in trainings:
-        history = training["history"]
-        curves.plot([r["epoch"] for r in history], [r["val_miou"] for r in history], marker="o", label=training["label"])
-    curves.set(xlabel="epoch", ylabel="validation mIoU (%)", title="learning curves")
-    curves.legend(fontsize=8)
+    draw_learning_curves(curves, trainings, splits=("val",))
+    curves.set(ylabel="validation mIoU (%)", title="learning curves")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

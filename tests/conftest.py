@@ -257,9 +257,13 @@ def epochs_of(run_dir: Path) -> list[dict]:
 
 
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs the tests on two pytest-xdist workers (``--dist loadgroup``): the tests that start a Slurm
-    cluster share one worker (one munged, one slurmctld for the session), and so do the browser tests."""
+    """`make test` runs tests/ and the notebooks (nbval) in one session on two pytest-xdist workers (``--dist
+    loadgroup``). The notebooks' cells are one group, run in order on one worker with one kernel at a time
+    (01_train.ipynb trains the small model that 02, 09, 10 and 12 reuse); the tests that start a Slurm cluster
+    share one worker (one munged, one slurmctld for the session), and so do the browser tests."""
     for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
         for mark in ("slurm", "browser"):
             if item.get_closest_marker(mark):
                 item.add_marker(pytest.mark.xdist_group(mark))

@@ -28,14 +28,14 @@ NOTEBOOK = "02_evaluate.ipynb"  # quick with a given checkpoint, and shows progr
 
 
 def test_notebook_runs_in_jupyterlab(page, jupyterlab, tmp_path):
-    """NOTEBOOK as a user runs it, its run record written into tmp_path. out_dir and checkpoint are injected
-    by papermill as a grid run does (a randomly initialised model: the browser, the kernel and the widgets are
-    under test here, not the training, which nbval runs with the notebooks' defaults); every other parameter
-    keeps its default."""
+    """NOTEBOOK as a user runs it, its run record written into tmp_path. out_dir, checkpoint and a small episode
+    count are injected by papermill as a grid run does (a randomly initialised model: the browser, the kernel and
+    the widgets are under test here, not the training or the scores, which nbval runs with the notebooks'
+    defaults); every other parameter keeps its default."""
     _, _, served = jupyterlab
     checkpoint = HSNet(HSNetConfig(backbone="resnet50", weights=None)).save(tmp_path / "model.pt")
     notebook = parameterize_notebook(load_notebook_node(str(suite.notebook_path(NOTEBOOK))),
-                                     {"checkpoint": str(checkpoint), "out_dir": str(tmp_path / "run")})
+                                     {"checkpoint": str(checkpoint), "episodes": 8, "out_dir": str(tmp_path / "run")})
     write_ipynb(notebook, str(served / NOTEBOOK))
     with screenshot_on_failure(page, tmp_path / "page.png"):
         state, saved = run_all_cells(page, jupyterlab, NOTEBOOK)

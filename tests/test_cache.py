@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import json
 import os
 
@@ -17,7 +18,7 @@ from hsnetlib.suite import cache, notebook
 from hsnetlib.suite.cache import cache_key
 from hsnetlib.model import HSNetConfig
 from hsnetlib.suite.notebook import Data
-from hsnetlib.train import TrainConfig
+from hsnetlib.train import TrainConfig, result_dict
 
 BASE = dict(benchmark="pascal", datapath="data", fold=0, weights=None, img_size=64, bsz=4, epochs=2,
             val_episodes=8, train_episodes=8, run_dir="runs/a", seed=0)
@@ -176,3 +177,32 @@ def test_another_process_storing_first_is_fine(cached, tmp_path, monkeypatch):
     assert cache.store(tmp_path / "cache", config, base / "first", first) == entry
     assert (entry / "summary.json").is_file()
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]
+
+
+# -- a local weights file is keyed by its content, tags by their name ------------------------------------------
+def test_a_weights_file_is_keyed_by_its_content_not_its_path(cached, tmp_path):
+    """The same file at another path hits the cache entry; a changed file at the same path misses it."""
+    first, base = cached
+    here, there = tmp_path / "here" / "weights.pth", tmp_path / "there" / "copy.pth"
+    for path in (here, there):
+        path.parent.mkdir()
+        path.write_bytes(b"backbone weights v1")
+    at = {path: dataclasses.replace(TrainConfig(**first["config"]),
+                                    model=dataclasses.replace(HSNetConfig(**first["config"]["model"]),
+                                                              weights=str(path))) for path in (here, there)}
+    assert cache.weights_key(at[here]) == f"sha256:{hashlib.sha256(b'backbone weights v1').hexdigest()}"
+    assert cache_key(at[here]) == cache_key(at[there])
+    entry = cache.store(tmp_path / "cache", at[here], base / "first", first)
+    reused = cache.fetch(tmp_path / "cache", at[there], tmp_path / "run")
+    assert reused is not None and reused["reused_from"] == str(entry)
+    here.write_bytes(b"backbone weights v2")  # retrained or replaced in place
+    assert cache_key(at[here]) != cache_key(at[there])
+    assert cache.fetch(tmp_path / "cache", at[here], tmp_path / "run2") is None
+
+
+@pytest.mark.parametrize("weights", ["imagenet", None])
+def test_weights_tags_and_none_are_keyed_as_given(weights):
+    """A tag or no weights: the key is the result-relevant configuration as it is (entries cached before stay)."""
+    cfg = config(weights=weights)
+    assert cache.weights_key(cfg) == weights
+    assert cache_key(cfg) == hashlib.sha256(json.dumps(result_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]

@@ -264,3 +264,20 @@ def test_unreadable_backbone_weights_are_named(tmp_path):
     with pytest.raises(ValueError, match="weights.pth"):
         HSNet(HSNetConfig(backbone="resnet50", weights=path))
 
+
+
+# -- what a checkpoint says of its training (02_evaluate's training benchmark and convergence) --------------------
+@pytest.mark.parametrize("best, converged", [(12.0, True), (3.0, False)])
+def test_a_training_checkpoint_says_its_benchmark_and_whether_it_converged(resnet50_model, tmp_path, best, converged):
+    from hsnetlib.suite.notebook import CONVERGED_MIOU, CheckpointTraining, checkpoint_training
+
+    assert 3.0 < CONVERGED_MIOU <= 12.0
+    path = resnet50_model.save(tmp_path / "best.pt", train_config={"benchmark": "pascal-all"}, best_val_miou=best)
+    assert checkpoint_training(path) == CheckpointTraining("pascal-all", converged)
+
+
+def test_an_authors_checkpoint_or_a_saved_model_is_unknown_not_unconverged(released, resnet50_model, tmp_path):
+    from hsnetlib.suite.notebook import CheckpointTraining, checkpoint_training
+
+    assert checkpoint_training(released[0]) == CheckpointTraining(None, None)
+    assert checkpoint_training(resnet50_model.save(tmp_path / "model.pt")) == CheckpointTraining(None, None)

@@ -14,9 +14,7 @@ import papermill
 import pytest
 
 from hsnetlib import suite
-from hsnetlib.suite import notebook, state
-from hsnetlib.suite.grid import load_grid
-from hsnetlib.suite.runner import run_grid
+from hsnetlib.suite import notebook
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -106,10 +104,10 @@ def test_training_notebook_variant_is_the_model_options():
 ])
 def test_parameter_errors_stop_the_cell_after_the_parameters(tmp_path, name, parameters, message):
     """A bad parameter is reported where the parameters are read, before any data or training."""
-    with pytest.raises(papermill.PapermillExecutionError) as err:
+    with pytest.raises(papermill.PapermillExecutionError) as err, suite.kernel_options() as kernel:
         papermill.execute_notebook(str(suite.notebook_path(name)), str(tmp_path / "executed.ipynb"),
                                    parameters={**parameters, "out_dir": str(tmp_path / "run")},
-                                   kernel_name=suite.KERNEL_NAME, cwd=str(suite.project_root()), progress_bar=False)
+                                   **kernel, cwd=str(suite.project_root()), progress_bar=False)
     assert message in err.value.evalue
     executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
     code = [c for c in executed.cells if c.cell_type == "code"]
@@ -117,39 +115,6 @@ def test_parameter_errors_stop_the_cell_after_the_parameters(tmp_path, name, par
     failed = [i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     assert failed == [injected[0] + 1], "the error is in the cell right after the parameters"
     assert not (tmp_path / "run" / "metrics.json").exists()
-
-
-TINY = dict(data_root="{grid_dir}/data", img_size=32, epochs=1, bsz=2, train_episodes=2, val_episodes=2,
-            device="cpu", train_cache="")
-
-
-def test_an_unconverged_training_is_done_and_its_dependants_run(tmp_path):
-    """Unconverged is not failed: a grid whose training stays at the all-background solution ends with the training
-    done (converged: false in its record) and the evaluation that needs it done."""
-    defaults = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY.items())
-    (tmp_path / "tiny.toml").write_text(f"""name = "tiny"
-[defaults]
-{defaults}
-
-[[run]]
-name = "train"
-notebook = "01_train.ipynb"
-
-[[run]]
-name = "evaluate"
-notebook = "02_evaluate.ipynb"
-needs = ["train"]
-parameters = {{ checkpoint = "{{grid_dir}}/train/best.pt", shots = [1], episodes = 2 }}
-""")
-    runs = tmp_path / "runs"
-    grid = load_grid(tmp_path / "tiny.toml", runs)
-    run_grid(grid, runs)
-    train_dir, evaluate_dir = runs / "tiny" / "train", runs / "tiny" / "evaluate"
-    assert state.read_state(train_dir)["status"] == "done" and state.read_state(evaluate_dir)["status"] == "done"
-    record = json.loads((train_dir / "metrics.json").read_text())
-    assert record["summary"]["converged"] is False and record["trainings"][0]["converged"] is False
-    assert not state.converged(record)
-    assert json.loads((evaluate_dir / "metrics.json").read_text())["evaluations"][0]["episodes"] == 2
 
 
 def test_ablation_notebook_with_injected_trainings(tmp_path):
@@ -164,9 +129,10 @@ def test_ablation_notebook_with_injected_trainings(tmp_path):
     out_dir = tmp_path / "run"
     parameters = {"data_root": str(tmp_path / "data"), "fold": 1, "trainings": {k: str(v) for k, v in runs.items()},
                   "reference": "1-2-3", "shots": [1, 2], "episodes": 3, "device": "cpu", "out_dir": str(out_dir)}
-    papermill.execute_notebook(str(suite.notebook_path("04_ablation_pyramid.ipynb")), str(tmp_path / "executed.ipynb"),
-                               parameters=parameters, kernel_name=suite.KERNEL_NAME, cwd=str(suite.project_root()),
-                               progress_bar=False)
+    with suite.kernel_options() as kernel:
+        papermill.execute_notebook(str(suite.notebook_path("04_ablation_pyramid.ipynb")),
+                                   str(tmp_path / "executed.ipynb"), parameters=parameters, **kernel,
+                                   cwd=str(suite.project_root()), progress_bar=False)
     params = json.loads((out_dir / "params.json").read_text())
     assert params["notebook"] == "04_ablation_pyramid.ipynb"
     assert {k: params["parameters"][k] for k in parameters} == parameters

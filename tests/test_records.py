@@ -12,7 +12,7 @@ import pytest
 
 from hsnetlib.suite.jsonfile import UnreadableFile
 from hsnetlib.suite.records import (EvaluationEntry, Paired, ProfileEntry, RecordError, RunRecord, Scores,
-                                    TrainingEntry, read_record, read_records, write_record)
+                                    TrainingEntry, not_converged, read_record, read_records, write_record)
 
 MODEL = {"backbone": "resnet50", "weights": None, "hypercorrelation": "full", "pyramid": [1, 2, 3],
          "kernel": "center_pivot", "block_layers": 3, "support_masking": True, "finetune_backbone": False}
@@ -61,6 +61,18 @@ def test_optional_keys_of_older_records_stay_absent():
     entry = EvaluationEntry.from_dict(older)
     assert (entry.baselines, entry.paired, entry.episodes_digest) == (None, None, None)
     assert entry.to_dict() == older
+
+
+def test_an_evaluation_records_whether_its_training_converged_and_none_stays_absent():
+    entry = EvaluationEntry.from_dict({**EVALUATION, "converged": False})
+    assert entry.converged is False and entry.to_dict() == {**EVALUATION, "converged": False}
+    unknown = EvaluationEntry.from_dict(EVALUATION)  # an authors' checkpoint, or an older record
+    assert unknown.converged is None and "converged" not in unknown.to_dict()
+
+
+@pytest.mark.parametrize("value, marked", [(False, True), (True, False), (None, False), (float("nan"), False)])
+def test_only_a_recorded_false_is_not_converged(value, marked):
+    assert not_converged(value) is marked
 
 
 def test_keys_of_a_newer_writer_are_kept():

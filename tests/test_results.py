@@ -596,3 +596,25 @@ def test_a_benchmark_without_paper_tables_gets_its_own_table(tmp_path):
     (runs / "toy" / "study" / "metrics.json").unlink()
     assert results.main(["--runs", str(runs), "--out", str(out)]) == 0
     assert not (out / "benchmark-toy.md").exists()
+
+
+# -- an evaluation of an unconverged training's checkpoint (another run than the training) ------------------
+def test_an_evaluation_carries_its_checkpoints_convergence_into_the_tables(tmp_path):
+    """02_evaluate of a best.pt records the training's convergence with the evaluation: its line is marked "not
+    converged" without the training in the same record; unknown (an authors' checkpoint) is not marked; the
+    evaluation's own value wins over a training entry of its run, which is the fallback of older records."""
+    runs = tmp_path / "runs"
+    _rec(runs, "unconverged", _eval(0, 1, 3.0, converged=False))
+    _rec(runs, "authors", _eval(0, 1, 60.0, model=R50))  # no converged: unknown
+    _write(runs, "own-wins", "02_evaluate.ipynb", {"evaluations": [_eval(0, 1, 62.0, model=R50, dataset="coco",
+                                                                         converged=True)],
+                                                   "trainings": [_training("main", "HSNet", R50, converged=False)]},
+           params={})
+    evals = collect.collect(runs)["evaluations"].set_index("run")
+    assert evals.loc["unconverged", "converged"] is False and pd.isna(evals.loc["authors", "converged"])
+    assert evals.loc["own-wins", "converged"] is True
+    frame = results.build_table(paper.TABLES["table1"], evals.reset_index(), pd.DataFrame(), curve_studies=[])
+    status = frame[(frame["shot"] == 1) & (frame["column"] == "fold0") & (frame["n_runs"] == 1)].set_index(
+        "backbone")["status"]
+    assert status.to_dict() == {"resnet101": tables.NOT_CONVERGED, "resnet50": tables.MEASURED}
+    assert frame["curves"].isna().all()  # no training among the runs: no learning-curve figure to name

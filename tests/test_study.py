@@ -12,6 +12,7 @@ import pytest
 from hsnetlib.evaluate import EvalResult
 from hsnetlib.model import HSNetConfig, variant_fields
 from hsnetlib.suite import notebook, study
+from hsnetlib.suite.records import TrainingEntry
 from hsnetlib.metrics import bootstrap_miou, paired_bootstrap
 
 
@@ -142,6 +143,8 @@ def test_evaluated_study_has_paired_deltas_and_training_curves(trained):
     for entry in result.trainings:
         assert len(entry.history) == PARAMS["epochs"] and isinstance(entry.converged, bool)
         assert entry.converged == notebook.converged(entry.history)
+    converged = {t.label: t.converged for t in result.trainings}
+    assert all(e.converged is converged[e.label] for e in result.evaluations)  # each number knows its training's
     table = study.variant_table(result)
     assert table["delta_miou"].isna().tolist() == [True, False, True, False]
     study.check_result(result, [1, 2])
@@ -187,3 +190,50 @@ def test_cached_training_is_reused_and_the_cache_entry_stays_intact(pascal_root,
     assert (tmp_path / "b" / "best.pt").stat().st_ino == (entry / "best.pt").stat().st_ino
     assert (tmp_path / "b" / "metrics.csv").stat().st_ino != (entry / "metrics.csv").stat().st_ino
     assert (tmp_path / "b" / "metrics.csv").read_text() == (tmp_path / "a" / "metrics.csv").read_text()
+
+
+# -- learning curves: one drawing (hsnetlib.viz.draw_learning_curves) behind every figure ---------------------------
+HISTORIES = {"full": [{"epoch": 0, "train_loss": 0.9, "val_loss": 0.8, "train_miou": 5.0, "val_miou": 12.0},
+                      {"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "train_miou": 20.0, "val_miou": 30.0}],
+             "deep": [{"epoch": 0, "train_loss": 0.9, "val_loss": 0.9, "train_miou": 1.0, "val_miou": 0.0},
+                      {"epoch": 1, "train_loss": 0.9, "val_loss": 0.9, "train_miou": 2.0, "val_miou": 0.0}]}
+
+
+def _curves(ax) -> dict[tuple[str, str], list[float]]:
+    """(colour, line style) -> y values of every drawn line of a panel."""
+    import matplotlib.colors
+
+    return {(matplotlib.colors.to_hex(line.get_color()), line.get_linestyle()): list(line.get_ydata())
+            for line in ax.lines}
+
+
+def test_the_studies_curves_and_overview_draw_through_the_one_learning_curves_function():
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from hsnetlib import viz
+
+    result = study.StudyResult(study.get_study("hypercorrelation"), "full", trainings=[
+        TrainingEntry(study="hypercorrelation", label=label, dataset="pascal", fold=0, model={},
+                            history=history, converged=notebook.converged(history))
+        for label, history in HISTORIES.items()])
+    fig = study.curves_figure(result, "fold 0")
+    ax, = fig.axes
+    fig_ref, ax_ref = plt.subplots()
+    assert viz.draw_learning_curves(ax_ref, [t.to_dict() for t in result.trainings])
+    assert _curves(ax) == _curves(ax_ref) and len(_curves(ax)) == 4  # train and val of each variant
+    assert sorted(map(sorted, _curves(ax).values())) == sorted(
+        sorted(r[f"{split}_miou"] for r in h) for h in HISTORIES.values() for split in ("train", "val"))
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["full", "deep (not converged)", "val", "train"] and ax.get_title() == "fold 0"
+
+    table = pd.DataFrame([{"label": label, "nshot": 1, "miou": 10.0, "ci95_low": 9.0, "ci95_high": 11.0,
+                           "converged": label == "full"} for label in HISTORIES])
+    overview = viz.ablation_overview(table, [t.to_dict() for t in result.trainings])
+    assert sorted(_curves(overview.axes[1]).values()) == [[0.0, 0.0], [12.0, 30.0]]  # validation only
+    one = viz.learning_curves(HISTORIES["full"])
+    loss, miou = one.axes
+    assert sorted(_curves(loss).values()) == [[0.8, 0.6], [0.9, 0.7]] and loss.get_ylabel() == "loss"
+    assert sorted(_curves(miou).values()) == [[5.0, 20.0], [12.0, 30.0]] and miou.get_ylabel() == "mIoU (%)"
+    for f in (fig, fig_ref, overview, one):
+        plt.close(f)

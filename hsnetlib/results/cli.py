@@ -45,8 +45,9 @@ def write_results(runs_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     tables = {**all_tables(), **benchmark_tables(evals)}
     written: dict[str, Any] = {"tables": {}, "figures": {}}
     markdown: dict[str, str] = {}
+    trained = set(trainings["study"]) if not trainings.empty else set()  # the studies with learning curves
     for key, table in tables.items():
-        frame = build_table(table, evals, data["profiles"])
+        frame = build_table(table, evals, data["profiles"], trained)
         written["tables"][key] = frame
         markdown[key] = render.render_markdown(table, frame, data["runs"])
         if table.figure:

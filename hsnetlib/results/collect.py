@@ -20,9 +20,10 @@ adds (kept in the entry's ``extra``) becomes a column. What is read of a record:
 * ``trainings``: study, label, model, dataset, fold, img_size, converged, history (one dict per
   epoch: epoch, train_miou, val_miou, ...).
 
-An evaluation is matched to its training by run, study, label and fold (its ``converged``). Older
+An evaluation's ``converged`` is its own (what the scored checkpoint says of its training: 02_evaluate of a
+``best.pt``), else that of its training in the same record (matched by run, study, label and fold). Older
 records without ``ci95``, ``paired`` or ``converged`` read without that interval, without the paired
-difference, and as converged.
+difference, and as converged (unknown: :func:`hsnetlib.suite.records.not_converged`).
 """
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def _evaluation_columns(entry: dict[str, Any]) -> dict[str, Any]:
 
 def collect(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
     """Every evaluation, profile and training of the runs, one frame each (model options as columns), and
-    ``runs``: the provenance of every run record. Evaluations carry their training's ``converged``."""
+    ``runs``: the provenance of every run record. Evaluations carry their training's ``converged``
+    (:func:`_with_convergence`)."""
     rows: dict[str, list[dict[str, Any]]] = {**{s: [] for s in SECTIONS}, "runs": []}
     for run, record in read_records(runs_dir):
         source = provenance(run, record)
@@ -131,14 +133,15 @@ def collect(runs_dir: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def _with_convergence(evals: pd.DataFrame, trainings: pd.DataFrame) -> pd.DataFrame:
-    """evals with ``converged`` of the training behind each evaluation (same run, study, label, fold); NaN
-    where there is no such training or its entry predates the field."""
+    """evals with ``converged`` of the training behind each evaluation: the evaluation's own (read from its
+    checkpoint) where it has one, else that of the training entry of the same run, study, label and fold; NaN
+    (unknown) where neither says."""
     keys = ["run", "study", "label", "fold"]
-    if evals.empty or trainings.empty or "converged" not in trainings:
+    if evals.empty:
         return evals.assign(converged=np.nan)
-    return evals.merge(trainings[keys + ["converged"]].drop_duplicates(keys), on=keys, how="left")
-
-
-def not_converged(value: Any) -> bool:
-    """True only where a training entry says ``converged: false`` (None / NaN: unknown, older records)."""
-    return not pd.isna(value) and not bool(value)
+    known = {} if trainings.empty or "converged" not in trainings else {
+        tuple(key): value for *key, value in trainings[keys + ["converged"]].drop_duplicates(keys).itertuples(
+            index=False)}
+    own = evals["converged"] if "converged" in evals else pd.Series(np.nan, index=evals.index, dtype=object)
+    from_training = [known.get(tuple(key), np.nan) for key in evals[keys].itertuples(index=False)]
+    return evals.assign(converged=[o if not pd.isna(o) else t for o, t in zip(own, from_training)])

@@ -1,7 +1,7 @@
 """The figures, each drawn once from the collected runs (matplotlib with seaborn's styling).
 
-* :func:`learning_curves`: training / validation mIoU per epoch of trainings; the one function that
-  draws learning curves here (Fig. 10, Fig. 9's right panels, ``curves_<study>.png``).
+* :func:`learning_curves`: training / validation mIoU per epoch of a trainings frame, drawn by
+  :func:`hsnetlib.viz.draw_learning_curves` (Fig. 10, Fig. 9's right panels, ``curves_<study>.png``).
 * :func:`ablation_figure`: Figs. 6 and 7, bars with intervals per variant, the paper's panel apart.
 * :func:`block_layers_figure`: Fig. 9, mIoU and model size vs. 4D layers per block.
 * :func:`curves_figure`: the learning curves of one study, a panel per data set, backbone, size, fold.
@@ -17,10 +17,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from hsnetlib import viz
 from hsnetlib.results import registries
-from hsnetlib.results.collect import not_converged
 from hsnetlib.results.paper import COLUMN_LABELS, PaperTable
 from hsnetlib.results.tables import MEASURED, NOT_CONVERGED, NOT_RUN, mean_interval
+from hsnetlib.suite.records import not_converged
 
 
 def _pyplot():
@@ -51,25 +52,10 @@ def _say(ax, text: str) -> None:
 
 
 def learning_curves(ax, trainings: pd.DataFrame) -> None:
-    """Validation (solid) and training (dashed) mIoU per epoch of each training (its ``history``), one colour
-    per variant label; an unconverged training's label says so."""
-    rows = []
-    for i, t in enumerate(trainings.itertuples()):
-        label = t.label + ("" if not not_converged(getattr(t, "converged", np.nan)) else " (not converged)")
-        for epoch in t.history or []:
-            for split in ("train", "val"):
-                if f"{split}_miou" in epoch:
-                    rows.append({"training": i, "variant": label, "split": split, "epoch": epoch["epoch"],
-                                 "mIoU (%)": epoch[f"{split}_miou"]})
-    if not rows:
-        _say(ax, "no training history")
-        return
-    import seaborn as sns
-
-    sns.lineplot(pd.DataFrame(rows), x="epoch", y="mIoU (%)", hue="variant", style="split",
-                 style_order=["val", "train"], units="training", estimator=None, marker="o", ax=ax)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=6)
+    """The trainings frame's learning curves on `ax`, drawn by :func:`hsnetlib.viz.draw_learning_curves`
+    (validation solid, training dashed, a colour per variant; ``converged`` NaN, an older record, is unknown)."""
+    entries = trainings.to_dict("records") if not trainings.empty else []
+    viz.draw_learning_curves(ax, [{**t, "converged": not not_converged(t.get("converged"))} for t in entries])
 
 
 def curves_figure(trainings: pd.DataFrame, study: str, path: Path) -> Path | None:

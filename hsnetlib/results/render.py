@@ -201,10 +201,12 @@ reads as rows:
   and names them); runs at different image sizes are separate lines. The interval of a mean (over
   runs, or over the folds or targets in `mean`) combines the individual intervals as independent
   estimates (half-widths in quadrature, divided by their count). `mean` and `FB-IoU` need every
-  fold (every target). `–`: no run. `not converged`: that variant's training never left the
-  all-background solution (its training entry says `converged: false`), so its mIoU would mislead;
-  the row names the figure with its learning curves. `[1] [2]` name the run records behind the row,
-  listed under the table (notebook, seed, checkpoint, code version, parameters) and in `runs.csv`.
+  fold (every target). `–`: no run. `not converged`: the training behind that number never left the
+  all-background solution (its training entry, or the `best.pt` an evaluation scored, says
+  `converged: false`; an authors' checkpoint is unknown, not marked), so its mIoU would mislead; the
+  row names the figure with its learning curves where the training is among the runs. `[1] [2]` name
+  the run records behind the row, listed under the table (notebook, seed, checkpoint, code version,
+  parameters) and in `runs.csv`.
 * `Δ ours − paper` (paper-protocol lines only): read it against the interval of `ours`; a
   difference inside the interval is not a difference.
 * `Δ vs <reference>, paired` (ablation tables): the variant's mIoU minus its study's reference

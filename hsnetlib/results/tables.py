@@ -6,7 +6,9 @@ the value of the table's model option) on one data set, image size and scoring s
 sorted into sections: the paper's setting (a benchmark with published numbers, an ImageNet
 backbone) is compared with the published numbers; the others (a random backbone, a benchmark
 without paper tables) and the synthetic demo never are. A training that never left the
-all-background solution makes its cells "not converged"; a cell without a run is "no run".
+all-background solution makes its cells "not converged" (its training entry says so, or the
+checkpoint an evaluation scored: see :mod:`hsnetlib.results.collect`); a cell without a run is
+"no run".
 Benchmarks without paper tables get a table of their own (:func:`benchmark_tables`).
 """
 from __future__ import annotations
@@ -20,8 +22,8 @@ import pandas as pd
 
 from hsnetlib.model import PAPER_IMG_SIZE  # the size of a published line; an expected line has none
 from hsnetlib.results import registries
-from hsnetlib.results.collect import not_converged
 from hsnetlib.results.paper import PAPER_BACKBONES, TABLES, PaperRow, PaperTable, backbones_table
+from hsnetlib.suite.records import not_converged
 
 LINE_KEYS = ("section", "dataset", "backbone", "pretrained", "img_size", "original_size", "row_value")
 PAPER, OTHER, SYNTHETIC = "paper protocol", "not the paper's setting", "synthetic demo"
@@ -251,10 +253,13 @@ def _method(table: PaperTable, row_value: Any, paper: PaperRow | None) -> str:
     return str(row_value) if table.row_field == "label" else "HSNet"
 
 
-def build_table(table: PaperTable, evals: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
+def build_table(table: PaperTable, evals: pd.DataFrame, profiles: pd.DataFrame,
+                curve_studies: Iterable[str] | None = None) -> pd.DataFrame:
     """The table as one row per line and cell (:data:`CSV_COLUMNS`): the paper's value, ours with its interval,
     ours − paper, the paired difference to the study's reference; lines of the paper without any run keep
-    the paper's values with status "no run"."""
+    the paper's values with status "no run". A not-converged cell names its study's learning-curve figure when
+    the study is one of `curve_studies` (those with trainings among the runs; None: every study)."""
+    drawn = None if curve_studies is None else set(curve_studies)
     selected = _select(evals, table)
     rows: list[dict[str, Any]] = []
     matched: set[int] = set()
@@ -270,7 +275,9 @@ def build_table(table: PaperTable, evals: pd.DataFrame, profiles: pd.DataFrame) 
         cells = {**_line_cells(group, table, where),
                  **_model_cells(group, _profiles_for(profiles, table, line["backbone"], line["img_size"],
                                                      line["row_value"]), table)}
-        rows += _rows(table, line, index, method, paper, cells, curves_figure_name(group["study"].iloc[0]))
+        study = group["study"].iloc[0]
+        rows += _rows(table, line, index, method, paper, cells,
+                      curves_figure_name(study) if drawn is None or study in drawn else None)
     for index, paper in enumerate(table.rows):
         if index not in matched:
             line = {"section": PAPER, "dataset": paper.benchmark, "backbone": paper.backbone, "pretrained": True,
@@ -309,7 +316,7 @@ def _rows(table: PaperTable, line: dict[str, Any], index: int, method: str, pape
             **{k: cell[k] for k in ("ours", "ci95_low", "ci95_high", "reference", "paired_delta",
                                     "paired_ci95_low", "paired_ci95_high", "status", "n_runs", "episodes")},
             "delta_vs_paper": cell["ours"] - published if line["section"] == PAPER else np.nan,
-            "curves": f"{curves}.png" if cell["status"] == NOT_CONVERGED else None,
+            "curves": f"{curves}.png" if cell["status"] == NOT_CONVERGED and curves is not None else None,
             "runs": " ".join(cell["runs"]), "_row": index,
         })
     return out

@@ -6,9 +6,9 @@ JSON), ``state`` (a run folder: state file, lock, done), ``grid`` (grid files), 
 hand-off), ``local`` / ``slurm`` (executors), ``status``, ``smoke``, ``runner`` (a grid), ``cli``
 (``python -m hsnetlib.suite``). Importing the package loads only the light ones below.
 """
-from hsnetlib.suite.execute import KERNEL_NAME
+from hsnetlib.suite.execute import KERNEL_NAME, kernel_options
 from hsnetlib.suite.grid import GridError
 from hsnetlib.suite.paths import notebook_path, project_root, resolve
 from hsnetlib.suite.state import METRICS_FILE
 
-__all__ = ["GridError", "KERNEL_NAME", "METRICS_FILE", "notebook_path", "project_root", "resolve"]
+__all__ = ["GridError", "KERNEL_NAME", "METRICS_FILE", "kernel_options", "notebook_path", "project_root", "resolve"]

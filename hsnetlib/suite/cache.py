@@ -17,14 +17,29 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
+from hsnetlib.backbones import get_backbone
 from hsnetlib.suite.jsonfile import read_json_object, write_json
 from hsnetlib.train import TrainConfig, result_dict
 
 TRAIN_FILES = ("config.json", "env.json", "metrics.csv", "best.pt", "last.pt", "tb")
 SUMMARY_FILE = "summary.json"
+
+
+def weights_key(config: TrainConfig) -> str | None:
+    """The backbone weights as the key has them: a tag ("imagenet", a timm tag) or None ("none") as given, a local
+    file by its content ("sha256:<hex>", :meth:`hsnetlib.backbones.BackboneSpec.weights_record`), so that the same
+    file at another path hits the cache and a changed file at the same path misses it. A file that does not exist
+    keeps its path (no entry can have it: its training fails, naming the file)."""
+    record = get_backbone(config.model.backbone).weights_record(config.model.weights)
+    return record["weights"] if record["sha256"] is None else f"sha256:{record['sha256']}"
+
+
 def cache_key(config: TrainConfig) -> str:
-    """Identifies a training by everything its result depends on (:func:`hsnetlib.train.result_dict`)."""
-    return hashlib.sha256(json.dumps(result_dict(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Identifies a training by everything its result depends on (:func:`hsnetlib.train.result_dict`, the backbone
+    weights by :func:`weights_key`)."""
+    key = result_dict(config)
+    key["model"] = {**key["model"], "weights": weights_key(config)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def clear_training(run_dir: Path) -> None:

@@ -13,14 +13,16 @@ or for a bool parameter whether the run folder holds a training (last.pt), so a 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hsnetlib.suite.grid import Run
 from hsnetlib.suite.jsonfile import UnreadableFile, read_json_in, write_json
@@ -30,10 +32,23 @@ from hsnetlib.suite.state import (METRICS_FILE, SPEC_FILE, RunLock, clear_record
 from hsnetlib.utils import atomic_write
 
 KERNEL_NAME = "hsnet"
-# Kernels talk over IPC sockets (files in Jupyter's runtime folder), not TCP: runs started at once never race
-# for a port ("Address already in use": the kernel died before replying), and the kernel prints no
-# "running over TCP without encryption" warning.
+# Kernels talk over IPC sockets in a folder of their own, not TCP: runs started at once never race for a port
+# ("Address already in use": the kernel died before replying), and the kernel prints no "running over TCP
+# without encryption" warning.
 KERNEL_TRANSPORT = "ipc"
+
+
+@contextlib.contextmanager
+def kernel_options() -> Iterator[dict[str, Any]]:
+    """papermill's keyword arguments for one notebook on the suite's kernel: its name, and the IPC transport with
+    the kernel's sockets in a temporary folder of this call (removed afterwards)."""
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="hsnet-kernel-") as sockets:
+        yield {"kernel_name": KERNEL_NAME, "config": Config(
+            {"KernelManager": {"transport": KERNEL_TRANSPORT, "ip": os.path.join(sockets, "kernel")}})}
+
+
 EXIT_OWNED = 75  # `execute` exits with this when another process owns the run (its lock is held)
 
 
@@ -168,7 +183,6 @@ def execute(run: Run, grid_dir: Path, executor: str = "local") -> Outcome:
 
 def _execute_owned(run: Run, out_dir: Path, main: bool, executor: str) -> Outcome:
     import papermill
-    from traitlets.config import Config
 
     _atomic_notebook_writes()
     files_dir = out_dir if main else out_dir / f"rank{rank()}"
@@ -186,14 +200,13 @@ def _execute_owned(run: Run, out_dir: Path, main: bool, executor: str) -> Outcom
     start = time.perf_counter()
     error = ""
     try:
-        with open(log_path, "a") as log:
+        with open(log_path, "a") as log, kernel_options() as kernel:
             log.write(f"--- {now()} {run.name} on {socket.gethostname()} ---\n")
             log.flush()
             papermill.execute_notebook(
                 str(notebook_path(run.notebook, run.notebooks_dir)), str(files_dir / run.notebook),
-                parameters={**run.parameters, **resume_parameter(run, out_dir)}, kernel_name=KERNEL_NAME,
+                parameters={**run.parameters, **resume_parameter(run, out_dir)}, **kernel,
                 cwd=str(project_root()), progress_bar=False, log_output=False, stdout_file=log, stderr_file=log,
-                config=Config({"KernelManager": {"transport": KERNEL_TRANSPORT}}),
             )
     except papermill.PapermillExecutionError as err:
         error = f"{err.ename}: {err.evalue}".strip()

@@ -289,10 +289,15 @@ def train_model(config: TrainConfig, cache_dir: str | os.PathLike | None = None,
     return summary
 
 
+def left_background(val_miou: float) -> bool:
+    """Whether a validation mIoU (percent) is past the all-background solution: :data:`CONVERGED_MIOU` reached."""
+    return val_miou >= CONVERGED_MIOU
+
+
 def converged(history: Iterable[Mapping[str, Any]]) -> bool:
     """Whether a training left the all-background solution: some epoch's validation mIoU reached
     :data:`CONVERGED_MIOU`."""
-    return any(row["val_miou"] >= CONVERGED_MIOU for row in history)
+    return any(left_background(row["val_miou"]) for row in history)
 
 
 class ConstantMask(nn.Module):
@@ -359,11 +364,30 @@ def load_model(checkpoint: str, device: str | torch.device | None = None, backbo
     return model.to(device) if device is not None else model
 
 
-def checkpoint_train_benchmark(checkpoint: str | os.PathLike) -> str | None:
-    """The benchmark an hsnetlib checkpoint (best.pt) was trained on, from the TrainConfig it holds; None for
-    a checkpoint without one (an authors' best_model.pt, HSNet.save without a training)."""
+@dataclass(frozen=True)
+class CheckpointTraining:
+    """What a checkpoint says of the training that wrote it; None where it does not say."""
+    benchmark: str | None   # the benchmark it was trained on (its TrainConfig)
+    converged: bool | None  # whether that training left the all-background solution (see checkpoint_training)
+
+
+def checkpoint_training(checkpoint: str | os.PathLike) -> CheckpointTraining:
+    """The training behind an hsnetlib checkpoint (best.pt, last.pt of :func:`hsnetlib.train.train`): its training
+    benchmark, from the TrainConfig it holds, and whether it converged, from the best validation mIoU it holds
+    (best.pt is written whenever validation improves, so it holds the best of every epoch so far: the same test
+    as :func:`converged` on the training's history). Both None for a checkpoint without a training (an authors'
+    best_model.pt, HSNet.save): unknown, not false.
+
+    Read from the checkpoint, not from the training's run record beside it: the checkpoint is what was scored (its
+    sha256 is in the evaluation's record), and it keeps what it says when it is copied, linked from the training
+    cache or moved, where a record beside it may be missing, another run's, or older than the file.
+    """
     payload = load_checkpoint(resolve(checkpoint))
-    return (payload.get("train_config") or {}).get("benchmark") if isinstance(payload, Mapping) else None
+    if not isinstance(payload, Mapping):
+        return CheckpointTraining(None, None)
+    best = payload.get("best_val_miou")
+    return CheckpointTraining(benchmark=(payload.get("train_config") or {}).get("benchmark"),
+                              converged=None if best is None else left_background(best))
 
 
 def _scores(result: EvalResult) -> Scores:
@@ -374,14 +398,17 @@ def evaluate_model(model: nn.Module, data: Data, fold: int, nshot: int, img_size
                    label: str = "HSNet", ignore_label: bool = True, original_size: bool = False,
                    episodes: int | None = None, seed: int = 0, device: str | torch.device | None = None,
                    baselines: bool = True, checkpoint: str | os.PathLike | None = None, progress: bool = True,
-                   batch_size: int = 8, train_benchmark: str | None = None) -> tuple[EvaluationEntry, EvalResult]:
+                   batch_size: int = 8, train_benchmark: str | None = None, converged: bool | None = None
+                   ) -> tuple[EvaluationEntry, EvalResult]:
     """Score `model` on the fold's test episodes; returns (the `evaluations` entry, the EvalResult).
 
     `episodes`: how many test episodes (None: the benchmark's test-episode count). `batch_size` only changes
     speed. With `baselines`, all-foreground and all-background predictions are scored on the same episodes by
     the same evaluation. `train_benchmark`: the benchmark the model was trained on (e.g. "pascal-all" for a
-    cross-domain target; None: unknown, taken as the evaluated one). The entry's ``data`` is
-    ``dataset.describe()``: the benchmark's resolved options (isic_convention, lung_masks) and episode count.
+    cross-domain target; None: unknown, taken as the evaluated one). `converged`: whether the model's training
+    converged (:func:`checkpoint_training`; None: unknown), recorded so that tables mark an unconverged model's
+    numbers. The entry's ``data`` is ``dataset.describe()``: the benchmark's resolved options (isic_convention,
+    lung_masks) and episode count.
     """
     dataset = data.build(fold, "test", nshot, img_size, use_original_imgsize=original_size, episodes=episodes)
     run = dict(nshot=nshot, seed=seed, device=device, ignore_label=ignore_label, episodes=episodes,
@@ -392,7 +419,7 @@ def evaluate_model(model: nn.Module, data: Data, fold: int, nshot: int, img_size
         study=study, label=label, benchmark=data.benchmark, dataset=data.dataset, synthetic=data.synthetic,
         fold=fold, nshot=nshot, ignore_label=ignore_label, img_size=img_size, original_size=original_size,
         episodes=len(result.episodes), seed=seed, model=model.config.to_dict(),
-        train_benchmark=train_benchmark, data=dataset.describe(),
+        train_benchmark=train_benchmark, data=dataset.describe(), converged=converged,
         learnable_params=model.num_learnable_parameters(),
         checkpoint=None if checkpoint is None else str(resolve(checkpoint)),
         miou=scores.miou, fbiou=scores.fbiou, ci95=scores.ci95,
@@ -428,7 +455,8 @@ def example_records(runs_dir: str | os.PathLike, cache_dir: str | os.PathLike | 
     data = prepare_data("pascal", "data/synthetic", True)
     summary = notebook_model(data, 0, runs_dir / "train", "auto", cache_dir)
     entry, _ = evaluate_model(HSNet.load(summary["best_checkpoint"]), data, 0, 1, summary["config"]["img_size"],
-                              episodes=episodes, checkpoint=summary["best_checkpoint"])
+                              episodes=episodes, checkpoint=summary["best_checkpoint"],
+                              converged=converged(summary["history"]))
     params = {"runs_dir": "", "example": str(runs_dir)}
     write_run_record(runs_dir / "train", "11_results.ipynb", params,
                      trainings=[training_entry(summary, data, MAIN_STUDY, "HSNet")],

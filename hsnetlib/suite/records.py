@@ -14,12 +14,13 @@ the JSON layout below (optional keys that are None are left out, as older record
 ``from_dict`` reads it back and names a missing key. :func:`read_record` / :func:`read_records` read
 files and name the file in every error; :func:`write_run_record` (what notebooks call: provenance added) and
 :func:`write_record` write one atomically. Keys that a reader may miss in older or hand-made records default
-to None (an absent ``converged`` reads as converged).
+to None (an absent ``converged`` reads as converged: :func:`not_converged`).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,8 +135,10 @@ class EvaluationEntry:
     (:class:`Paired`, an ablation variant other than the reference), ``train_benchmark`` (the benchmark the
     model was trained on when it is not the evaluated one, e.g. "pascal-all" for the cross-domain targets; None:
     the evaluated one), ``data`` (``FewShotDataset.describe()``: the benchmark's resolved options such as
-    isic_convention and lung_masks, the episode count, class names, scoring). ``extra``: keys of a newer writer,
-    kept.
+    isic_convention and lung_masks, the episode count, class names, scoring), ``converged`` (whether the training
+    behind the scored model left the all-background solution, as its :class:`TrainingEntry` says; read from the
+    checkpoint by :func:`hsnetlib.suite.notebook.checkpoint_training`; None: unknown, e.g. an authors'
+    best_model.pt, or an older record). ``extra``: keys of a newer writer, kept.
     """
     study: str
     label: str
@@ -161,9 +164,10 @@ class EvaluationEntry:
     paired: Paired | None = None
     train_benchmark: str | None = None
     data: dict[str, Any] | None = None
+    converged: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    OPTIONAL = ("baselines", "episodes_digest", "paired", "train_benchmark", "data")
+    OPTIONAL = ("baselines", "episodes_digest", "paired", "train_benchmark", "data", "converged")
 
     def to_dict(self) -> dict[str, Any]:
         return _dict(self, self.OPTIONAL)
@@ -223,6 +227,12 @@ class TrainingEntry:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "training") -> TrainingEntry:
         return _build(cls, data, where)
+
+
+def not_converged(value: Any) -> bool:
+    """True only where an entry says ``converged: false``; None, or NaN (a frame's missing value), is unknown and
+    reads as converged (older records)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and not bool(value)
 
 
 @dataclass

@@ -209,7 +209,7 @@ def evaluate_variants(study: Study, data: notebook.Data, fold: int, trainings: M
             entry, scored[label] = notebook.evaluate_model(
                 HSNet.load(checkpoint), data, fold, shot, img_size, study=study.name, label=label,
                 ignore_label=ignore_label, episodes=episodes, device=device, baselines=baselines,
-                checkpoint=checkpoint, progress=progress)
+                checkpoint=checkpoint, progress=progress, converged=notebook.converged(trainings[label]["history"]))
             entry.episodes_digest = episodes_digest(scored[label])
             if label != reference:
                 entry.paired = Paired(reference=reference, **paired_bootstrap(
@@ -235,17 +235,13 @@ def variant_table(result: StudyResult) -> pd.DataFrame:
 
 
 def curves_figure(result: StudyResult, title: str = ""):
-    """Training and validation mIoU per epoch of every variant (Fig. 10's curves)."""
+    """Training and validation mIoU per epoch of every variant (Fig. 10's curves), drawn by
+    :func:`hsnetlib.viz.draw_learning_curves`."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for training in result.trainings:
-        history = pd.DataFrame(training.history)
-        line, = ax.plot(history["epoch"], history["val_miou"], marker="o", label=f"{training.label} validation")
-        ax.plot(history["epoch"], history["train_miou"], "--", color=line.get_color(),
-                label=f"{training.label} training")
-    ax.set(xlabel="epoch", ylabel="mIoU (%)", title=title)
-    ax.legend(fontsize=8)
+    viz.draw_learning_curves(ax, [t.to_dict() for t in result.trainings])
+    ax.set_title(title)
     return fig
 
 
