@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from hsnetlib.utils import atomic_write
+from hsnetlib.utils import atomic_write, plain
 
 
 class UnreadableFile(ValueError):
     """A JSON file of the suite that cannot be read as what it should hold (the message names the file)."""
-
-
-def plain(value: Any) -> Any:
-    """JSON-ready values: numpy/torch scalars to Python, tuples to lists, paths to strings, NaN to None."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
