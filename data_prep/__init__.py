@@ -3,8 +3,11 @@ ISIC class folders, a layout checker, and the synthetic benchmark generator. Eac
 `python -m data_prep.NAME --help`; see data_prep/README.md."""
 from __future__ import annotations
 
+import argparse
 import io
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -23,3 +26,28 @@ def save_image_atomic(image: Image.Image, path: Path, **save_options) -> None:
 def save_png_atomic(array: np.ndarray, path: Path) -> None:
     """A (H, W) uint8 `array` as a greyscale PNG, written atomically."""
     save_image_atomic(Image.fromarray(array, mode="L"), path)
+
+
+def script_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of ``python -m {module}``, its help `doc` (the module's docstring) as written."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_rewrite_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of a script that writes files one by one: --overwrite and --no-progress."""
+    parser.add_argument("--overwrite", action="store_true", help="rewrite masks that already exist")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def exit_status(body: Callable[[], None],
+                errors: tuple[type[Exception], ...] = (FileNotFoundError, ValueError)) -> int:
+    """A script's exit status: 0 when `body` finishes, 1 after "error: ..." on stderr when it raises one of
+    `errors` (bad input: a missing file, a malformed one)."""
+    try:
+        body()
+    except errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

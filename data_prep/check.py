@@ -23,10 +23,12 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from data_prep import script_parser
 from hsnetlib.data import SHIPPED_SPLITS, DatasetConfig, get_benchmark, read_class_index_mask, read_grey_mask, read_rgb
 from hsnetlib.data.cdfss import LUNG_DIR
 
@@ -78,6 +80,14 @@ def read_list(path: Path) -> list[str]:
         return [line.strip() for line in f if line.strip() and not line.startswith("#")]
 
 
+def _fold_lines(group_dir: Path, suffix: str) -> Iterator[tuple[Path, int, str]]:
+    """(list, line number, line) of each line of the four fold lists ``group_dir/fold{0..3}{suffix}``."""
+    for fold in range(4):
+        path = group_dir / f"fold{fold}{suffix}"
+        for lineno, line in enumerate(read_list(path), 1):
+            yield path, lineno, line
+
+
 def _merge(items: dict[str, Item], key: str, image: Path, mask: Path, value: int) -> None:
     previous = items.get(key)
     items[key] = Item(image, mask, (previous.values if previous else frozenset()) | {value})
@@ -89,13 +99,11 @@ def pascal_items(root: Path, splits: Path) -> dict[str, list[Item]]:
     groups = {}
     for group in ("trn", "val"):
         items: dict[str, Item] = {}
-        for fold in range(4):
-            path = splits / "pascal" / group / f"fold{fold}.txt"
-            for lineno, line in enumerate(read_list(path), 1):
-                name, sep, cls = line.rpartition("__")
-                if not sep or not cls.isdigit():
-                    raise ValueError(f"{path}:{lineno}: expected NAME__CLASS, got {line!r}")
-                _merge(items, name, base / "JPEGImages" / f"{name}.jpg", base / "SegmentationClassAug" / f"{name}.png", int(cls))
+        for path, lineno, line in _fold_lines(splits / "pascal" / group, ".txt"):
+            name, sep, cls = line.rpartition("__")
+            if not sep or not cls.isdigit():
+                raise ValueError(f"{path}:{lineno}: expected NAME__CLASS, got {line!r}")
+            _merge(items, name, base / "JPEGImages" / f"{name}.jpg", base / "SegmentationClassAug" / f"{name}.png", int(cls))
         groups[group] = list(items.values())
     return groups
 
@@ -105,15 +113,13 @@ def coco_items(root: Path, splits: Path) -> dict[str, list[Item]]:
     base = root / "COCO2014"
     by_folder: dict[str, dict[str, Item]] = {}
     for group in ("trn", "val"):
-        for fold in range(4):
-            path = splits / "coco" / group / f"fold{fold}.tsv.gz"
-            for lineno, line in enumerate(read_list(path), 1):
-                cls, sep, name = line.partition("\t")
-                if not sep or not cls.isdigit():
-                    raise ValueError(f"{path}: row {lineno}: expected CLASS<TAB>FOLDER/NAME.jpg, got {line!r}")
-                folder = name.split("/", 1)[0]
-                mask = (base / "annotations" / name).with_suffix(".png")
-                _merge(by_folder.setdefault(folder, {}), name, base / name, mask, int(cls) + 1)
+        for path, lineno, line in _fold_lines(splits / "coco" / group, ".tsv.gz"):
+            cls, sep, name = line.partition("\t")
+            if not sep or not cls.isdigit():
+                raise ValueError(f"{path}: row {lineno}: expected CLASS<TAB>FOLDER/NAME.jpg, got {line!r}")
+            folder = name.split("/", 1)[0]
+            mask = (base / "annotations" / name).with_suffix(".png")
+            _merge(by_folder.setdefault(folder, {}), name, base / name, mask, int(cls) + 1)
     return {folder: list(items.values()) for folder, items in sorted(by_folder.items())}
 
 
@@ -238,8 +244,7 @@ def format_reports(reports: list[GroupReport]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.check", __doc__)
     parser.add_argument("--root", required=True, type=Path, help="data root (holding VOC2012/, COCO2014/, FSS-1000/)")
     parser.add_argument("--benchmark", choices=(*BENCHMARKS, "all"), default="all")
     parser.add_argument("--splits-dir", type=Path, default=SHIPPED_SPLITS,

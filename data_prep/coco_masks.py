@@ -29,7 +29,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from tqdm.auto import tqdm
 
-from data_prep import save_png_atomic
+from data_prep import add_rewrite_options, exit_status, save_png_atomic, script_parser
 
 SPLITS = ("train2014", "val2014")
 README_SECTION = "data_prep/README.md, section 'COCO-20i'"
@@ -96,26 +96,21 @@ def write_split(root: Path, split: str, overwrite: bool = False, progress: bool 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.coco_masks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.coco_masks", __doc__)
     parser.add_argument("--root", required=True, type=Path, help="data root holding COCO2014/annotations/instances_*2014.json")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="which splits to write")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite masks that already exist")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return add_rewrite_options(parser).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for split in args.splits:
-        try:
+
+    def write_splits() -> None:
+        for split in args.splits:
             report = write_split(args.root, split, overwrite=args.overwrite, progress=not args.no_progress)
-        except (FileNotFoundError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        print(f"{split}: wrote {report.written} masks, skipped {report.skipped} already present "
-              f"-> {args.root / 'COCO2014' / 'annotations' / split}")
-    return 0
+            print(f"{split}: wrote {report.written} masks, skipped {report.skipped} already present "
+                  f"-> {args.root / 'COCO2014' / 'annotations' / split}")
+    return exit_status(write_splits)
 
 
 if __name__ == "__main__":

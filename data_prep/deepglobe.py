@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from data_prep import save_image_atomic
+from data_prep import exit_status, save_image_atomic, script_parser
 from hsnetlib.data import DEEPGLOBE_CLASSES
 from hsnetlib.utils import atomic_write
 
@@ -144,8 +144,7 @@ def params(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.deepglobe", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.deepglobe", __doc__)
     parser.add_argument("--src", required=True, type=Path, help=f"folder of the land-cover training pairs ID{IMAGE_SUFFIX} + ID{MASK_SUFFIX}")
     parser.add_argument("--root", required=True, type=Path, help="data root; Deepglobe/ is written inside")
     parser.add_argument("--min-share", type=float, default=MIN_SHARE, help="keep a tile when its rarest colour's share is above this (0.048)")
@@ -159,10 +158,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.root / "Deepglobe"
-    try:
-        pairs = source_pairs(args.src)
+
+    def write_tiles() -> None:
         records = []
-        for image_id, image_path, mask_path in tqdm(pairs, desc="deepglobe", unit="image", disable=args.no_progress):
+        for image_id, image_path, mask_path in tqdm(source_pairs(args.src), desc="deepglobe", unit="image",
+                                                    disable=args.no_progress):
             done = out / ".prep" / f"{image_id}.json"
             if done.is_file():
                 record = json.loads(done.read_text())
@@ -172,12 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             records.append(process_image(image_id, image_path, mask_path, out, args))
         counts = summarise(records, out, params(args))
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps({k: v for k, v in counts.items() if k != "params"}, indent=1))
-    print(f"written: {out} (counts in {out / 'counts.json'})")
-    return 0
+        print(json.dumps({k: v for k, v in counts.items() if k != "params"}, indent=1))
+        print(f"written: {out} (counts in {out / 'counts.json'})")
+    return exit_status(write_tiles, (FileNotFoundError, ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from data_prep import exit_status, script_parser
 from hsnetlib.data import ISIC_CONVENTIONS, SHIPPED_SPLITS, get_benchmark
 from hsnetlib.data.cdfss import ISIC_IMAGES
 from hsnetlib.utils import atomic_write
@@ -106,8 +107,7 @@ def sort_images(images: Path, dest: Path, table_path: Path, convention: str, ski
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.isic", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.isic", __doc__)
     parser.add_argument("--root", required=True, type=Path, help="data root holding ISIC/")
     parser.add_argument("--images", type=Path, default=None, help=f"the flat image folder (default ROOT/{ISIC_IMAGES})")
     parser.add_argument("--table", type=Path, default=SHIPPED_TABLE, help="ID,Class table (default: the shipped class_id.csv)")
@@ -121,14 +121,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     images = args.images if args.images is not None else args.root / ISIC_IMAGES
-    try:
+
+    def sort_and_count() -> None:
         counts = sort_images(images, args.root / ISIC_IMAGES, args.table, args.convention, args.skip_unlisted, args.allow_missing)
         atomic_write(args.root / "ISIC" / "counts.json", json.dumps(counts, indent=1) + "\n")
-    except (FileNotFoundError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(counts, indent=1))
-    return 0
+        print(json.dumps(counts, indent=1))
+    return exit_status(sort_and_count, (FileNotFoundError, ValueError, OSError))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import scipy.io
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from data_prep import save_png_atomic
+from data_prep import add_rewrite_options, exit_status, save_png_atomic, script_parser
 
 N_CLASSES = 20
 IGNORE = 255
@@ -100,25 +100,20 @@ def convert(root: Path, sbd: Path, overwrite: bool = False, progress: bool = Tru
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.sbd_to_voc", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.sbd_to_voc", __doc__)
     parser.add_argument("--root", required=True, type=Path, help="data root holding VOC2012/SegmentationClass")
     parser.add_argument("--sbd", required=True, type=Path, help="SBD dataset folder holding cls/*.mat (benchmark_RELEASE/dataset)")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite masks that already exist")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    return add_rewrite_options(parser).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+
+    def write_masks() -> None:
         report = convert(args.root, args.sbd, overwrite=args.overwrite, progress=not args.no_progress)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"SegmentationClassAug: {report.from_voc} from VOC2012, {report.from_sbd} from SBD, "
-          f"{report.skipped} already present -> {args.root / 'VOC2012' / 'SegmentationClassAug'}")
-    return 0
+        print(f"SegmentationClassAug: {report.from_voc} from VOC2012, {report.from_sbd} from SBD, "
+              f"{report.skipped} already present -> {args.root / 'VOC2012' / 'SegmentationClassAug'}")
+    return exit_status(write_masks)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_prep import script_parser
 from hsnetlib.synthetic import LAYOUTS, generate
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("data_prep.synthetic", __doc__)
     parser.add_argument("--root", required=True, help="data root to write FSS-1000/, VOC2012/, splits/ and synthetic.json under")
     parser.add_argument("--layout", choices=(*LAYOUTS, "both", "all"), default="both",
                         help="one layout, both (fss and pascal) or all")

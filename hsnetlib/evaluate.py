@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from hsnetlib.data import FewShotDataset
 from hsnetlib.metrics import AREA_COLUMNS, IoUMeter, bootstrap_miou, ratio
 from hsnetlib.model import HSNetConfig
-from hsnetlib.utils import default_workers, env_info, pick_device
+from hsnetlib.utils import default_workers, env_info, pick_device, plain
 
 BOOTSTRAP_SEED = 0
 
@@ -53,7 +52,7 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON-ready Python values (per-episode records are left to the CSV)."""
-        return _plain({
+        return plain({
             "miou": self.miou,
             "fbiou": self.fbiou,
             "ci95": list(self.ci95),
@@ -244,18 +243,3 @@ def _result(runs: list[_SeedRun], dataset: FewShotDataset, config: dict[str, Any
         fbiou_std=float(per_seed["fbiou"].std()) if many else None,
         config=config,
     )
-
-
-def _plain(value: Any) -> Any:
-    """Nested containers of numpy/pandas scalars -> plain JSON values (NaN -> None)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value

@@ -31,6 +31,7 @@ from torch import nn
 from hsnetlib.backbones import build_backbone, get_backbone, list_backbones
 from hsnetlib.conv4d import KERNELS
 from hsnetlib.data.base import PAPER_IMG_SIZE  # noqa: F401  (re-exported: the model's published input size)
+from hsnetlib.registry import Registry
 from hsnetlib.utils import atomic_save, load_checkpoint
 
 FORMAT = "hsnetlib"
@@ -119,7 +120,7 @@ class HSNetConfig:
 def option_fields(config_cls: type[HSNetConfig] | None = None) -> dict[str, dataclasses.Field]:
     """name -> field of the model options of ``config_cls``, or with None of every registered model's config
     (:func:`list_models`, HSNet's first; a name keeps its first declaration), in declaration order."""
-    classes = [config_cls] if config_cls is not None else [spec.config for spec in _MODELS.values()]
+    classes = [config_cls] if config_cls is not None else [spec.config for spec in _MODELS.entries()]
     fields: dict[str, dataclasses.Field] = {}
     for cls in classes:
         for f in dataclasses.fields(cls):
@@ -495,7 +496,7 @@ class ModelSpec:
     model: type[HSNet]
 
 
-_MODELS: dict[str, ModelSpec] = {}
+_MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(config_cls: type[HSNetConfig], model_cls: type[HSNet], *, replace: bool = False) -> ModelSpec:
@@ -511,29 +512,23 @@ def register_model(config_cls: type[HSNetConfig], model_cls: type[HSNet], *, rep
     if config_cls is not HSNetConfig and "architecture" not in vars(config_cls):
         raise ValueError(f"{config_cls.__name__} must name its model: architecture: ClassVar[str] = '...' "
                          f"(it inherits {name!r})")
-    if name in _MODELS and not replace:
-        raise ValueError(f"model {name!r} is registered already (pass replace=True to replace it)")
-    _MODELS[name] = ModelSpec(name, config_cls, model_cls)
-    return _MODELS[name]
+    return _MODELS.register(name, ModelSpec(name, config_cls, model_cls), replace=replace)
 
 
 def unregister_model(name: str) -> None:
     """Remove a registered model (HSNet's own stays)."""
     if name == HSNetConfig.architecture:
         raise ValueError(f"the model {name!r} cannot be unregistered")
-    get_model(name)
-    del _MODELS[name]
+    _MODELS.unregister(name)
 
 
 def get_model(name: str) -> ModelSpec:
-    if name not in _MODELS:
-        raise ValueError(f"unknown model architecture {name!r}; registered models: {', '.join(list_models())}")
-    return _MODELS[name]
+    return _MODELS.get(name)
 
 
 def list_models() -> list[str]:
     """The registered model names, HSNet's first."""
-    return list(_MODELS)
+    return _MODELS.names()
 
 
 def config_from_dict(config: Mapping[str, Any]) -> HSNetConfig:
@@ -546,7 +541,7 @@ def config_from_dict(config: Mapping[str, Any]) -> HSNetConfig:
 def config_class(options: Sequence[str] = ()) -> type[HSNetConfig]:
     """The config class of the first registered model that declares every one of ``options`` (HSNet's for its own
     options): the class a study of an option, or a notebook's variant, builds its configs from."""
-    for spec in _MODELS.values():
+    for spec in _MODELS.entries():
         if set(options) <= set(option_fields(spec.config)):
             return spec.config
     raise ValueError(f"no registered model has the option(s) {', '.join(map(repr, options))}; registered models: "

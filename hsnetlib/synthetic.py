@@ -150,20 +150,14 @@ def generate(
         _write_fss_splits(root / "splits" / "fss", splits)
         counts = {"classes": len(styles), "images": files, **{f"{s}_classes": len(c) for s, c in splits.items()}}
         extra = {"class_split": splits}
-    elif layout == "pascal":
-        specs = _pascal_specs(images_per_class, params["val_images_per_class"], second_object_prob, seed)
+    elif layout in _FOLD_LAYOUTS:
+        make_specs, list_entries, write_lists, entry = _FOLD_LAYOUTS[layout]
+        specs = make_specs(images_per_class, params["val_images_per_class"], second_object_prob, seed)
         files = _render_all(root, layout, specs, styles, size, seed, progress)
-        lines = _pascal_split_lines(root, specs)
-        _write_pascal_splits(root / "splits" / "pascal", lines)
-        counts = {"classes": len(styles), "images": files, **{f"{s}_fold{f}_lines": len(v) for (s, f), v in lines.items()}}
-        extra = {"folds": {f"fold{f}": [5 * f + i for i in range(5)] for f in range(4)}}
-    elif layout == "coco":
-        specs = _coco_specs(images_per_class, params["val_images_per_class"], second_object_prob, seed)
-        files = _render_all(root, layout, specs, styles, size, seed, progress)
-        rows = _coco_split_rows(root, specs)
-        _write_coco_splits(root / "splits" / "coco", rows)
-        counts = {"classes": len(styles), "images": files, **{f"{s}_fold{f}_rows": len(v) for (s, f), v in rows.items()}}
-        extra = {"folds": {f"fold{f}": list(get_benchmark("coco").class_split(f)) for f in range(4)}}
+        entries = list_entries(root, specs)
+        write_lists(root / "splits" / layout, entries)
+        counts = {"classes": len(styles), "images": files, **{f"{s}_fold{f}_{entry}": len(v) for (s, f), v in entries.items()}}
+        extra = {"folds": {f"fold{f}": list(get_benchmark(layout).class_split(f)) for f in range(4)}}
     else:
         specs = _target_specs(layout, len(styles), images_per_class, second_object_prob, seed)
         files = _render_all(root, layout, specs, styles, size, seed, progress)
@@ -626,3 +620,10 @@ def _write_coco_splits(split_dir: Path, rows: dict[tuple[str, int], list[str]]) 
         path = split_dir / split / f"fold{fold}.tsv.gz"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(gzip.compress((first + "".join(row + "\n" for row in entries)).encode(), mtime=0))
+
+
+# the layouts with four folds of split lists: (image specs, split lists, their writer, what a list entry is called)
+_FOLD_LAYOUTS = {
+    "pascal": (_pascal_specs, _pascal_split_lines, _write_pascal_splits, "lines"),
+    "coco": (_coco_specs, _coco_split_rows, _write_coco_splits, "rows"),
+}

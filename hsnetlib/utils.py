@@ -5,12 +5,13 @@ notebooks that only record) write their JSON files through :func:`atomic_write` 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import platform
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping
 
 if TYPE_CHECKING:
     import torch
@@ -56,6 +57,22 @@ def default_workers(device: str | torch.device | None = None) -> int:
     if pick_device(device).type != "cuda":
         return 0
     return max(0, min(available_cpus() - 1, MAX_DEFAULT_WORKERS))
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready values (run records, metrics.json): numpy/torch scalars to Python, tuples to lists, paths to
+    strings, NaN and infinities to None."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:

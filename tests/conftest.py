@@ -7,11 +7,24 @@ and not square so that resizing and original-size code paths are exercised.
 from __future__ import annotations
 
 import gzip
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+@contextmanager
+def global_numpy_seed(seed):
+    """The authors' setting: numpy's legacy global generator seeded once; restored afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def write_pair(image_path: Path, mask_path: Path, mask: np.ndarray, rng: np.random.Generator) -> None:
@@ -22,6 +35,35 @@ def write_pair(image_path: Path, mask_path: Path, mask: np.ndarray, rng: np.rand
     colour = np.where(mask[..., None] > 0, [200, 60, 40], [40, 90, 160])
     Image.fromarray((noise + colour).clip(0, 255).astype(np.uint8)).save(image_path)
     Image.fromarray(mask.astype(np.uint8)).save(mask_path)  # greyscale (L)
+
+
+def random_resnet50():
+    """HSNet on a ResNet50 with random frozen weights, torch's generator seeded 0, in eval mode."""
+    import torch
+
+    from hsnetlib.model import HSNet, HSNetConfig
+    torch.manual_seed(0)
+    return HSNet(HSNetConfig(backbone="resnet50", weights=None)).eval()
+
+
+def stop_process(process: subprocess.Popen, timeout: float) -> None:
+    """Terminate `process`; kill it if it has not exited after `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def training_run(data_root: Path, epochs: int, resources: str = "") -> str:
+    """A grid's run "train" of train.ipynb (TRAIN_BODY) on `data_root` for `epochs` epochs; `resources`: the fields
+    of its resources table, if any (e.g. "gpus = 2")."""
+    lines = ["[[run]]", 'name = "train"', 'notebook = "train.ipynb"']
+    if resources:
+        lines.append(f"resources = {{ {resources} }}")
+    lines.append(f'parameters = {{ data_root = "{data_root}", epochs = {epochs} }}')
+    return "\n".join(lines) + "\n"
 
 
 def _shape(rng: np.random.Generator) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import stop_process
 from hsnetlib import suite
 
 KERNEL_DISPLAY_NAME = "HSNet (hsnet)"
@@ -135,12 +136,7 @@ def jupyterlab(tmp_path_factory):
         with contextlib.suppress(OSError):
             for kernel in _api(base, token, "/api/kernels"):
                 _api(base, token, f"/api/kernels/{kernel['id']}", method="DELETE")
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, timeout=20)
         log.close()
 
 

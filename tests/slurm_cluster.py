@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from conftest import stop_process
+
 DAEMONS = ("munged", "slurmctld", "slurmd")
 PACKAGES = ("slurm-wlm", "munge")
 
@@ -118,9 +120,4 @@ class Cluster:
     def stop(self) -> None:
         subprocess.run(["scancel", "--user=root"], env=self.env, capture_output=True)
         for proc in reversed(self.procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=15)

@@ -7,9 +7,8 @@ import pytest
 
 from hsnetlib import synthetic
 from hsnetlib.data import (
-    BenchmarkSpec, FolderLayout, build_dataset, get_benchmark, list_benchmarks, register_benchmark,
+    BenchmarkSpec, FolderLayout, build_dataset, get_benchmark, list_benchmarks, register_benchmark, unregister_benchmark,
 )
-from hsnetlib.data.registry import _BENCHMARKS
 
 SHOT, SIZE = 2, 32
 
@@ -100,4 +99,4 @@ def test_a_benchmark_registered_from_outside(generated):
         assert rebuilt.shot == 2 and len(rebuilt) == 7
         assert register_benchmark(dataclasses.replace(spec, test_episodes=3), replace=True).test_episodes == 3
     finally:
-        del _BENCHMARKS["toy-folder"]
+        unregister_benchmark("toy-folder")

@@ -1,6 +1,5 @@
 """CD-FSS target sets (cdfss-protocol.md) on tiny data in their real layouts: listings, episodes drawn as
 the spec words them, options recorded, pooled scoring of the one-class set, HSNet's FSS-1000 episodes."""
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -8,22 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import write_pair
+from conftest import global_numpy_seed, write_pair
 from hsnetlib.data import build_dataset
 from hsnetlib.metrics import IoUMeter
 
 DEEPGLOBE_COUNTS = {"1": 3, "2": 2, "3": 4, "4": 2, "5": 3, "6": 2}
 ISIC_COUNTS = {"1": 4, "2": 3, "3": 2}
-
-
-@contextmanager
-def global_numpy_seed(seed):
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
 
 
 def _mask(rng, shape=(30, 40)):

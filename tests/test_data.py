@@ -3,7 +3,6 @@ import gzip
 import json
 import re
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -14,24 +13,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from conftest import write_pair
+from conftest import global_numpy_seed, write_pair
 from hsnetlib.data import build_dataset
 
 SPEC_TRANSFORM = transforms.Compose([  # the published input transform, spelled out
     transforms.Resize((64, 64)), transforms.ToTensor(),
     transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 ])
-
-
-@contextmanager
-def global_numpy_seed(seed):
-    """The authors' setting: numpy's legacy global generator seeded once; restored afterwards."""
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
 
 
 def published_supports(candidates, query, shot):

@@ -9,17 +9,17 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import random_resnet50
 from hsnetlib import interactive
 from hsnetlib.data import read_grey_mask, read_rgb
-from hsnetlib.model import HSNet, HSNetConfig
+from hsnetlib.model import HSNet
 
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
 def model() -> HSNet:
-    torch.manual_seed(0)
-    return HSNet(HSNetConfig(backbone="resnet50", weights=None)).eval()
+    return random_resnet50()
 
 
 @pytest.fixture(scope="module")

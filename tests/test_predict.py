@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from conftest import random_resnet50
 from hsnetlib import predict
 from hsnetlib.cli import main
 from hsnetlib.data import build_dataset, image_to_tensor, mask_to_tensor
 from hsnetlib.evaluate import evaluate
-from hsnetlib.model import HSNet, HSNetConfig
+from hsnetlib.model import HSNet
 from hsnetlib.synthetic import generate
 
 SIZE = 64
@@ -29,8 +30,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def model() -> HSNet:
-    torch.manual_seed(0)
-    return HSNet(HSNetConfig(backbone="resnet50", weights=None)).eval()
+    return random_resnet50()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import epochs_of
+from conftest import epochs_of, training_run
 from hsnetlib.suite import cli, status
 from hsnetlib.suite.state import read_state
 from hsnetlib.suite.grid import load_grid
@@ -87,12 +87,7 @@ def test_grid_through_sbatch_needs_and_requeued_training_resumes(slurm, tmp_path
                                                                  reference_training, monkeypatch, requeue):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = tmp_path / "runs"
-    path = _grid(tmp_path, suite_notebooks, f"""
-[[run]]
-name = "train"
-notebook = "train.ipynb"
-parameters = {{ data_root = "{tiny_voc}", epochs = 4 }}
-
+    path = _grid(tmp_path, suite_notebooks, training_run(tiny_voc, epochs=4) + """
 [[run]]
 name = "evaluate"
 notebook = "toy.ipynb"

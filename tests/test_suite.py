@@ -18,6 +18,7 @@ import nbformat
 import pandas as pd
 import pytest
 
+from conftest import training_run
 from hsnetlib.suite import cli, execute, runner, status
 from hsnetlib.suite.state import changed_parameters, converged, read_state, update_state
 from hsnetlib.suite.grid import GridError, Resources, load_grid
@@ -280,13 +281,7 @@ def test_run_with_two_gpus_trains_with_ddp_across_two_processes(tmp_path, notebo
     """resources.gpus = 2 under --gpus: torchrun starts one process per GPU (gloo here, on CPU); rank 0 records."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = tmp_path / "runs"
-    path = _grid(tmp_path, notebooks, f"""
-[[run]]
-name = "train"
-notebook = "train.ipynb"
-resources = {{ gpus = 2 }}
-parameters = {{ data_root = "{tiny_voc}", epochs = 1 }}
-""")
+    path = _grid(tmp_path, notebooks, training_run(tiny_voc, epochs=1, resources="gpus = 2"))
     assert cli.main(["run", str(path), "--runs-dir", str(runs), "--gpus", "0,1"]) == 0
     run_dir = runs / "toy" / "train"
     assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
@@ -303,12 +298,7 @@ def test_interrupted_grid_resumes_its_training_on_rerun(tmp_path, notebooks, tin
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = tmp_path / "runs"
-    path = _grid(tmp_path, notebooks, f"""
-[[run]]
-name = "train"
-notebook = "train.ipynb"
-parameters = {{ data_root = "{tiny_voc}", epochs = 4 }}
-""")
+    path = _grid(tmp_path, notebooks, training_run(tiny_voc, epochs=4))
     run_dir = runs / "toy" / "train"
     command = [sys.executable, "-m", "hsnetlib.suite", "run", str(path), "--runs-dir", str(runs)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,  # as from a

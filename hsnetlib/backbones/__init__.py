@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from hsnetlib.data import IMAGENET_MEAN, IMAGENET_STD
+from hsnetlib.registry import Registry
 
 Taps = Callable[[nn.Module, torch.Tensor], "list[torch.Tensor]"]
 
@@ -90,32 +91,26 @@ class BackboneSpec:
                 "sha256": file_sha256(path) if path is not None and path.is_file() else None}
 
 
-_REGISTRY: dict[str, BackboneSpec] = {}
+_BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 
 
 def register_backbone(spec: BackboneSpec, *, replace: bool = False) -> BackboneSpec:
     """Add ``spec`` to the registry; a name already taken is an error unless ``replace``."""
-    if spec.name in _REGISTRY and not replace:
-        raise ValueError(f"backbone {spec.name!r} is registered already (pass replace=True to replace it)")
-    _REGISTRY[spec.name] = spec
-    return spec
+    return _BACKBONES.register(spec.name, spec, replace=replace)
 
 
 def unregister_backbone(name: str) -> None:
     """Remove a registered backbone (e.g. one a test registered)."""
-    get_backbone(name)
-    del _REGISTRY[name]
+    _BACKBONES.unregister(name)
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; registered backbones: {', '.join(list_backbones())}")
-    return _REGISTRY[name]
+    return _BACKBONES.get(name)
 
 
 def list_backbones() -> list[str]:
     """The registered backbone names, in registration order (the paper's first)."""
-    return list(_REGISTRY)
+    return _BACKBONES.names()
 
 
 def build_backbone(name: str, weights: str | os.PathLike | None) -> nn.Module:

@@ -73,6 +73,16 @@ class _TargetLayout(Layout):
     def class_lists(self) -> dict[int, list[str]]:
         raise NotImplementedError
 
+    def _class_images(self, prefix: str, images: Path, masks: Path, mask_suffix: str) -> list[str]:
+        """The names ``prefix/NAME`` of the jpg images in ``images``, each recorded with its mask
+        ``masks/STEM{mask_suffix}``."""
+        names = []
+        for name in listing(images, "jpg"):
+            key = f"{prefix}/{name}"
+            self.files[key] = (images / name, masks / f"{stem(name)}{mask_suffix}")
+            names.append(key)
+        return names
+
     def index(self, fold: int, split: str) -> EpisodeIndex:
         candidates = self.class_lists()
         class_ids = list(candidates)
@@ -101,12 +111,7 @@ class DeepglobeLayout(_TargetLayout):
         for class_id, folder in enumerate(DEEPGLOBE_CLASSES):
             origin = _require_dir(self.base / folder / "test" / "origin", f"Deepglobe class {folder} image folder")
             groundtruth = _require_dir(self.base / folder / "test" / "groundtruth", f"Deepglobe class {folder} mask folder")
-            names = []
-            for name in listing(origin, "jpg"):
-                key = f"{folder}/{name}"
-                self.files[key] = (origin / name, groundtruth / f"{stem(name)}.png")
-                names.append(key)
-            lists[class_id] = names
+            lists[class_id] = self._class_images(folder, origin, groundtruth, ".png")
         return lists
 
 
@@ -125,12 +130,7 @@ class IsicLayout(_TargetLayout):
             folder = _require_dir(self.images / str(class_id + 1),
                                   f"ISIC class folder {class_id + 1} ({self.class_names[class_id]}; sort the images "
                                   "with python -m data_prep.isic)")
-            names = []
-            for name in listing(folder, "jpg"):
-                key = f"{class_id + 1}/{name}"
-                self.files[key] = (folder / name, self.masks / f"{stem(name)}_segmentation.png")
-                names.append(key)
-            lists[class_id] = names
+            lists[class_id] = self._class_images(str(class_id + 1), folder, self.masks, "_segmentation.png")
         return lists
 
 

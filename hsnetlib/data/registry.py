@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from hsnetlib.data.base import SPLITS, Layout
+from hsnetlib.registry import Registry
 
 @dataclass(frozen=True, kw_only=True)
 class ScoringOptions:
@@ -80,33 +81,26 @@ class BenchmarkSpec:
         return resolved
 
 
-_BENCHMARKS: dict[str, BenchmarkSpec] = {}
+_BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")
 
 
 def register_benchmark(spec: BenchmarkSpec, *, replace: bool = False) -> BenchmarkSpec:
     """Register `spec` under `spec.name`; a name already taken is an error unless `replace`."""
     if not isinstance(spec, BenchmarkSpec):
         raise TypeError(f"register_benchmark expects a BenchmarkSpec, got {type(spec).__name__}")
-    if spec.name in _BENCHMARKS and not replace:
-        raise ValueError(f"benchmark {spec.name!r} is already registered (pass replace=True to replace it)")
-    _BENCHMARKS[spec.name] = spec
-    return spec
+    return _BENCHMARKS.register(spec.name, spec, replace=replace)
 
 
 def unregister_benchmark(name: str) -> None:
     """Remove a registered benchmark (e.g. one a test registered)."""
-    get_benchmark(name)
-    del _BENCHMARKS[name]
+    _BENCHMARKS.unregister(name)
 
 
 def get_benchmark(name: str) -> BenchmarkSpec:
     """The spec registered as `name`; an unknown name's error lists the registered ones."""
-    try:
-        return _BENCHMARKS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown benchmark {name!r}; registered: {', '.join(list_benchmarks())}") from None
+    return _BENCHMARKS.get(name)
 
 
 def list_benchmarks() -> list[str]:
     """Registered benchmark names in registration order."""
-    return list(_BENCHMARKS)
+    return _BENCHMARKS.names()

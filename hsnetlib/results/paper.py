@@ -214,41 +214,38 @@ TABLE_A2 = PaperTable(
     notes="mIoU averaged over the four folds.",
 )
 
-TABLE_A3 = PaperTable(
-    key="tableA3",
-    studies={"hypercorrelation": None},
-    source="03_ablation_hypercorrelation.ipynb",
-    title="Table A3 / Figure 6: hypercorrelation ablation (PASCAL-5i, ResNet101), mIoU",
-    benchmarks=("pascal",), shots=(1, 5), columns=FOLD_COLUMNS, figure="fig6",
-    row_field="hypercorrelation",
-    row_labels={"shallow": "C_p^shallow", "deep": "C_p^deep", "full": "C_p (ours)"},
-    rows=(
-        _row("C_p^shallow", "pascal", "resnet101", FOLD_COLUMNS, row_value="shallow",
-             one=[57.1, 64.7, 57.5, 57.0, 59.1], five=[63.7, 69.8, 66.0, 63.4, 65.7]),
-        _row("C_p^deep", "pascal", "resnet101", FOLD_COLUMNS, row_value="deep",
-             one=[60.6, 68.6, 58.2, 59.2, 61.7], five=[66.7, 72.0, 65.9, 65.4, 67.5]),
-        _row("C_p (ours)", "pascal", "resnet101", FOLD_COLUMNS, row_value="full",
-             one=[67.3, 72.3, 62.0, 63.1, 66.2], five=[71.8, 74.4, 67.0, 68.3, 70.4]),
-    ),
+def _ablation_table(key: str, study: str, row_field: str, source: str, title: str, figure: str,
+                    row_labels: dict[Any, str], per_value: dict[Any, dict[str, list[float | None]]],
+                    notes: str) -> PaperTable:
+    """An ablation's table (PASCAL-5i, ResNet101, mIoU per fold, 1 and 5 shots): one row per value of ``row_field``
+    (the option ``study`` varies), labelled by ``row_labels``, from {value: {"one": [...], "five": [...]}}."""
+    return PaperTable(
+        key=key, studies={study: None}, source=source, title=title,
+        benchmarks=("pascal",), shots=(1, 5), columns=FOLD_COLUMNS, figure=figure,
+        row_field=row_field, row_labels=row_labels,
+        rows=tuple(_row(row_labels[value], "pascal", "resnet101", FOLD_COLUMNS, row_value=value, **shots)
+                   for value, shots in per_value.items()),
+        notes=notes,
+    )
+
+
+TABLE_A3 = _ablation_table(
+    "tableA3", "hypercorrelation", "hypercorrelation", "03_ablation_hypercorrelation.ipynb",
+    "Table A3 / Figure 6: hypercorrelation ablation (PASCAL-5i, ResNet101), mIoU", "fig6",
+    {"shallow": "C_p^shallow", "deep": "C_p^deep", "full": "C_p (ours)"},
+    {"shallow": {"one": [57.1, 64.7, 57.5, 57.0, 59.1], "five": [63.7, 69.8, 66.0, 63.4, 65.7]},
+     "deep": {"one": [60.6, 68.6, 58.2, 59.2, 61.7], "five": [66.7, 72.0, 65.9, 65.4, 67.5]},
+     "full": {"one": [67.3, 72.3, 62.0, 63.1, 66.2], "five": [71.8, 74.4, 67.0, 68.3, 70.4]}},
     notes="Single-channel hypercorrelations from the shallowest / deepest layer of each pyramid level.",
 )
 
-TABLE_A4 = PaperTable(
-    key="tableA4",
-    studies={"pyramid": None},
-    source="04_ablation_pyramid.ipynb",
-    title="Table A4 / Figure 7: pyramid-layer ablation (PASCAL-5i, ResNet101), mIoU",
-    benchmarks=("pascal",), shots=(1, 5), columns=FOLD_COLUMNS, figure="fig7",
-    row_field="pyramid",
-    row_labels={(3,): "C^(3)", (2, 3): "C^(2:3)", (1, 2, 3): "C (ours)"},
-    rows=(
-        _row("C^(3)", "pascal", "resnet101", FOLD_COLUMNS, row_value=(3,),
-             one=[54.3, 62.8, 52.0, 52.8, 55.5], five=[60.2, 67.0, 59.4, 59.9, 61.6]),
-        _row("C^(2:3)", "pascal", "resnet101", FOLD_COLUMNS, row_value=(2, 3),
-             one=[64.3, 70.3, 60.5, 60.4, 63.9], five=[69.7, 73.2, 65.2, 64.9, 68.2]),
-        _row("C (ours)", "pascal", "resnet101", FOLD_COLUMNS, row_value=(1, 2, 3),
-             one=[67.3, 72.3, 62.0, 63.1, 66.2], five=[71.8, 74.4, 67.0, 68.3, 70.4]),
-    ),
+TABLE_A4 = _ablation_table(
+    "tableA4", "pyramid", "pyramid", "04_ablation_pyramid.ipynb",
+    "Table A4 / Figure 7: pyramid-layer ablation (PASCAL-5i, ResNet101), mIoU", "fig7",
+    {(3,): "C^(3)", (2, 3): "C^(2:3)", (1, 2, 3): "C (ours)"},
+    {(3,): {"one": [54.3, 62.8, 52.0, 52.8, 55.5], "five": [60.2, 67.0, 59.4, 59.9, 61.6]},
+     (2, 3): {"one": [64.3, 70.3, 60.5, 60.4, 63.9], "five": [69.7, 73.2, 65.2, 64.9, 68.2]},
+     (1, 2, 3): {"one": [67.3, 72.3, 62.0, 63.1, 66.2], "five": [71.8, 74.4, 67.0, 68.3, 70.4]}},
     notes="Pyramid levels p = 1 (finest) .. 3 (deepest) fed to the encoder.",
 )
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hsnetlib.suite.grid import Run
-from hsnetlib.suite.jsonfile import UnreadableFile, read_json_object, write_json
+from hsnetlib.suite.jsonfile import UnreadableFile, read_json_in, write_json
 from hsnetlib.suite.paths import notebook_path, project_root
 from hsnetlib.suite.state import (METRICS_FILE, SPEC_FILE, RunLock, clear_record, headline, is_done, lock_owner,
                                   now, rank, read_state, update_state, where)
@@ -84,12 +84,8 @@ def write_spec(run: Run, grid_dir: Path, executor: str) -> Path:
 
 def read_spec(path: str | os.PathLike) -> tuple[Run, Path, str]:
     """(run, grid folder, executor) from a run folder's suite-run.json (or the folder itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / SPEC_FILE
-    spec = read_json_object(path, "run hand-off")
-    if spec is None:
-        raise FileNotFoundError(f"{path} does not exist (an executor writes it before it starts the run)")
+    path, spec = read_json_in(path, SPEC_FILE, "run hand-off",
+                              " does not exist (an executor writes it before it starts the run)")
     try:
         return Run.from_dict(spec["run"]), Path(spec["grid_dir"]), spec["executor"]
     except (KeyError, TypeError) as err:

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from hsnetlib.utils import atomic_write
+from hsnetlib.utils import atomic_write, plain
 
 
 class UnreadableFile(ValueError):
     """A JSON file of the suite that cannot be read as what it should hold (the message names the file)."""
-
-
-def plain(value: Any) -> Any:
-    """JSON-ready values: numpy/torch scalars to Python, tuples to lists, paths to strings, NaN to None."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
@@ -47,3 +31,15 @@ def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any] | Non
     if not isinstance(data, dict):
         raise UnreadableFile(f"{path}: unreadable {what} (a JSON {type(data).__name__}, not an object)")
     return data
+
+
+def read_json_in(path: str | os.PathLike, file_name: str, what: str, missing: str) -> tuple[Path, dict[str, Any]]:
+    """(the file, its JSON object) of `path`, or of `path`/`file_name` when `path` is a folder; a missing file is
+    a FileNotFoundError naming it, followed by `missing`; `what` names the file in the other errors."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / file_name
+    data = read_json_object(path, what)
+    if data is None:
+        raise FileNotFoundError(f"{path}{missing}")
+    return path, data

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from hsnetlib.suite.jsonfile import UnreadableFile, plain, read_json_object, write_json
+from hsnetlib.suite.jsonfile import UnreadableFile, plain, read_json_in, read_json_object, write_json
 from hsnetlib.suite.paths import resolve
 from hsnetlib.suite.state import METRICS_FILE, PARAMS_FILE, now, rank, where
 
@@ -344,12 +344,7 @@ def is_run_record(data: Any) -> bool:
 
 def read_record(path: str | os.PathLike) -> RunRecord:
     """The run record in `path` (a metrics.json, or the run folder holding one); every error names the file."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    data = read_json_object(path, "run record")
-    if data is None:
-        raise FileNotFoundError(f"{path}: no run record (the run has not finished)")
+    path, data = read_json_in(path, METRICS_FILE, "run record", ": no run record (the run has not finished)")
     if not is_run_record(data):
         raise RecordError(f"{path} is not a suite run record (no 'notebook' and 'provenance')")
     return RunRecord.from_dict(data, str(path))

@@ -26,6 +26,7 @@ from hsnetlib import viz
 from hsnetlib.evaluate import EvalResult
 from hsnetlib.metrics import PAIRING_KEYS, paired_bootstrap
 from hsnetlib.model import HSNet, config_class, option_fields, variant_fields
+from hsnetlib.registry import Registry
 from hsnetlib.suite import notebook
 from hsnetlib.suite.paths import resolve
 from hsnetlib.suite.records import EvaluationEntry, Paired, ProfileEntry, TrainingEntry
@@ -49,7 +50,7 @@ class Study:
         return self.label(option_fields()[self.option].default)
 
 
-_STUDIES: dict[str, Study] = {}
+_STUDIES: Registry[Study] = Registry("study")
 
 
 def register_study(study: Study, *, replace: bool = False) -> Study:
@@ -58,25 +59,19 @@ def register_study(study: Study, *, replace: bool = False) -> Study:
     if study.option not in variant_fields():
         raise ValueError(f"study {study.name!r}: {study.option!r} is not a model variant option; "
                          f"choose one of {variant_fields()}")
-    if study.name in _STUDIES and not replace:
-        raise ValueError(f"study {study.name!r} is registered already (pass replace=True to replace it)")
-    _STUDIES[study.name] = study
-    return study
+    return _STUDIES.register(study.name, study, replace=replace)
 
 
 def unregister_study(name: str) -> None:
-    get_study(name)
-    del _STUDIES[name]
+    _STUDIES.unregister(name)
 
 
 def get_study(name: str) -> Study:
-    if name not in _STUDIES:
-        raise ValueError(f"unknown study {name!r}; registered: {', '.join(list_studies())}")
-    return _STUDIES[name]
+    return _STUDIES.get(name)
 
 
 def list_studies() -> list[str]:
-    return list(_STUDIES)
+    return _STUDIES.names()
 
 
 register_study(Study("hypercorrelation", "hypercorrelation", paper="Fig. 6, Table A3"))
