@@ -7,6 +7,7 @@ and not square so that resizing and original-size code paths are exercised.
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # One thread per process under pytest-xdist (`make test`): the workers, the kernels and the subprocesses they
+    # start share the cores, and torch's spinning OpenMP threads, more of them than cores, made trainings 10x slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @contextmanager

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -110,8 +111,9 @@ def jupyterlab(tmp_path_factory):
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    runtime = Path(tempfile.mkdtemp(prefix="jl-"))  # short: the kernels' IPC socket paths must fit in 107 bytes
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_DATA_DIR=str(home / "data"),
-               JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(settings),
+               JUPYTER_RUNTIME_DIR=str(runtime), JUPYTERLAB_SETTINGS_DIR=str(settings),
                JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(suite.project_root()), os.environ.get("PYTHONPATH")])))
     port, token = _free_port(), secrets.token_hex(16)
@@ -138,6 +140,7 @@ def jupyterlab(tmp_path_factory):
                 _api(base, token, f"/api/kernels/{kernel['id']}", method="DELETE")
         stop_process(server, timeout=20)
         log.close()
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
