@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 KERNEL := hsnet
 PYTEST_ARGS ?=
 MARKS ?= not smoke
-TEST_JOBS ?= 2
+# pytest-xdist workers for `make test`, one thread each (tests/conftest.py): 3 keep 2 cores busy while one waits on a kernel
+TEST_JOBS ?= 3
 
 .PHONY: setup test smoke smoke-test demo demo-ablations demo-cdfss demo-backbones lab results bench gpu-check
 

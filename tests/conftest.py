@@ -264,7 +264,7 @@ def epochs_of(run_dir: Path) -> list[dict]:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs tests/ and the notebooks (nbval) in one session on two pytest-xdist workers (``--dist
+    """`make test` runs tests/ and the notebooks (nbval) in one session on pytest-xdist workers (``--dist
     loadgroup``). The notebooks' cells are one group, run in order on one worker with one kernel at a time
     (01_train.ipynb trains the small model that 02, 09, 10 and 12 reuse); the tests that start a Slurm cluster
     share one worker (one munged, one slurmctld for the session), and so do the browser tests."""
