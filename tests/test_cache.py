@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,7 +19,7 @@ from hsnetlib.suite import cache, notebook
 from hsnetlib.suite.cache import cache_key
 from hsnetlib.model import HSNetConfig
 from hsnetlib.suite.notebook import Data
-from hsnetlib.train import TrainConfig, result_dict
+from hsnetlib.train import TrainConfig, result_dict, train
 
 BASE = dict(benchmark="pascal", datapath="data", fold=0, weights=None, img_size=64, bsz=4, epochs=2,
             val_episodes=8, train_episodes=8, run_dir="runs/a", seed=0)
@@ -111,7 +112,7 @@ def cached(data, tmp_path_factory):
 def test_first_training_is_trained_and_cached(cached):
     summary, base = cached
     assert "reused_from" not in summary and len(summary["history"]) == 1
-    entries = list((base / "cache").iterdir())
+    entries = [e for e in (base / "cache").iterdir() if e.name != cache.LOCKS_DIR]
     assert [e.name for e in entries] == [cache_key(TrainConfig(**summary["config"]))]
     stored = json.loads((entries[0] / "summary.json").read_text())
     assert stored["history"] == summary["history"]
@@ -141,7 +142,26 @@ def test_another_variant_trains_anew(cached, data, tmp_path):
     assert "reused_from" not in summary and summary["config"]["model"]["support_masking"] is False
     assert summary["history"][0]["train_loss"] != first["history"][0]["train_loss"]
     assert (base / "cache" / cache_key(TrainConfig(**summary["config"]))).is_dir()
-    assert len(list((base / "cache").iterdir())) == 2
+    assert len([e for e in (base / "cache").iterdir() if e.name != cache.LOCKS_DIR]) == 2
+
+
+def test_runs_started_together_train_a_configuration_once(data, tmp_path, monkeypatch):
+    """Two runs that need the same training at the same time: the first trains it, the other waits for it (the
+    key's lock) and reuses it, instead of both fetching nothing and training it twice."""
+    trained = []
+
+    def counted(config, on_epoch=None):
+        trained.append(config.run_dir)
+        return train(config, on_epoch=on_epoch)
+
+    monkeypatch.setattr(notebook, "train", counted)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(train_model, data, tmp_path / name, tmp_path / "cache", support_masking=True)
+                for name in ("a", "b")]
+        summaries = [run.result() for run in runs]
+    assert len(trained) == 1
+    assert sorted("reused_from" in s for s in summaries) == [False, True]
+    assert summaries[0]["history"] == summaries[1]["history"]
 
 
 # -- storing: another process first is fine, a full disk is an error ------------------------------------------

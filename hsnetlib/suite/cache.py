@@ -71,6 +71,14 @@ def entry_dir(cache_dir: str | os.PathLike, config: TrainConfig) -> Path:
     return Path(cache_dir) / cache_key(config)
 
 
+LOCKS_DIR = ".locks"  # in the cache folder: a lock file per key, held while that configuration trains
+
+
+def lock_path(cache_dir: str | os.PathLike, config: TrainConfig) -> Path:
+    """The lock that gives one run at a time the training of `config` (:func:`hsnetlib.suite.notebook.train_model`)."""
+    return Path(cache_dir) / LOCKS_DIR / f"{cache_key(config)}.lock"
+
+
 def fetch(cache_dir: str | os.PathLike, config: TrainConfig, run_dir: Path) -> dict[str, Any] | None:
     """The cached training of `config` put into run_dir (its summary, with ``reused_from``), or None when the
     cache does not hold it."""

@@ -11,12 +11,13 @@ for the automatic device, 0 for "all" episodes and "" for the default of a bench
 from __future__ import annotations
 
 import ast
+import contextlib
 import fcntl
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -280,13 +281,29 @@ def train_model(config: TrainConfig, cache_dir: str | os.PathLike | None = None,
         cache.clear_training(run_dir)
     if config.resume is not False and (run_dir / "last.pt").is_file():
         check_resumable(run_dir, config)  # a different configuration is reported, never replaced or mixed
-    summary = cache.fetch(cache_dir, config, run_dir) if cache_dir and config.resume is not True else None
-    if summary is None:
-        summary = train(config, on_epoch=on_epoch)
-        if cache_dir:
-            cache.store(cache_dir, config, run_dir, summary)
+    with _cache_turn(cache_dir, config):
+        summary = cache.fetch(cache_dir, config, run_dir) if cache_dir and config.resume is not True else None
+        if summary is None:
+            summary = train(config, on_epoch=on_epoch)
+            if cache_dir:
+                cache.store(cache_dir, config, run_dir, summary)
     summary["config"] = config.to_dict()
     return summary
+
+
+@contextlib.contextmanager
+def _cache_turn(cache_dir: Path | None, config: TrainConfig) -> Iterator[None]:
+    """One training of a configuration at a time in a cache: an exclusive lock (released when its holder dies)
+    on its key, so runs started together that need the same training wait for the first and reuse it.
+    Not under torchrun: the ranks of one training take part in it together."""
+    if cache_dir is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        yield
+        return
+    path = cache.lock_path(cache_dir, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def left_background(val_miou: float) -> bool:
