@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from hsnetlib.data import FewShotDataset
 from hsnetlib.metrics import AREA_COLUMNS, IoUMeter, bootstrap_miou, ratio
 from hsnetlib.model import HSNetConfig
-from hsnetlib.utils import default_workers, env_info, pick_device, plain
+from hsnetlib.utils import atomic_write, default_workers, env_info, pick_device, plain
 
 BOOTSTRAP_SEED = 0
 
@@ -67,9 +67,9 @@ class EvalResult:
         """Write metrics.json, per_class.csv and episodes.csv into `directory`; returns it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "metrics.json").write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        self.per_class.to_csv(directory / "per_class.csv", index=False)
-        self.episodes.to_csv(directory / "episodes.csv", index=False)
+        atomic_write(directory / "per_class.csv", self.per_class.to_csv(index=False))
+        atomic_write(directory / "episodes.csv", self.episodes.to_csv(index=False))
+        atomic_write(directory / "metrics.json", json.dumps(self.to_dict(), indent=2) + "\n")  # last: complete
         return directory
 
 
