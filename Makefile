@@ -5,8 +5,8 @@ BIN    := $(VENV)/bin
 KERNEL := hsnet
 PYTEST_ARGS ?=
 MARKS ?= not smoke
-# pytest-xdist workers for `make test`, one thread each (tests/conftest.py): 3 keep 2 cores busy while one waits on a kernel
-TEST_JOBS ?= 3
+# pytest-xdist workers for `make test`, one thread each (tests/conftest.py; 3 measured slower than 2 here)
+TEST_JOBS ?= 2
 
 .PHONY: setup test smoke smoke-test demo demo-ablations demo-cdfss demo-backbones lab results bench gpu-check
 
