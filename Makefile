@@ -7,6 +7,8 @@ PYTEST_ARGS ?=
 MARKS ?= not smoke
 # pytest-xdist workers for `make test`, one thread each (tests/conftest.py; 3 measured slower than 2 here)
 TEST_JOBS ?= 2
+# runs at once for the long CPU grids (make smoke, make demo-ablations), each with cores / SUITE_JOBS torch threads
+SUITE_JOBS ?= 2
 
 .PHONY: setup test smoke smoke-test demo demo-ablations demo-cdfss demo-backbones lab results bench gpu-check
 
@@ -25,7 +27,7 @@ test:
 
 # Every run of the paper grid at a tiny budget on CPU on the synthetic benchmark (runs/smoke/paper/): which would fail.
 smoke:
-	$(BIN)/python -m hsnetlib.suite run grids/paper.toml --smoke
+	$(BIN)/python -m hsnetlib.suite run grids/paper.toml --smoke --jobs $(SUITE_JOBS)
 
 smoke-test:   # the 32 representatives of grids/paper.toml (smoke.representatives), smoked for real (minutes)
 	$(BIN)/python -m pytest -q -m smoke tests/test_suite.py
@@ -36,7 +38,7 @@ demo:
 
 # The demo's six ablation studies (each variant its own training, to convergence), then results/ again with them.
 demo-ablations: demo
-	$(BIN)/python -m hsnetlib.suite run grids/demo-ablations.toml --runs-dir runs/demo
+	$(BIN)/python -m hsnetlib.suite run grids/demo-ablations.toml --runs-dir runs/demo --jobs $(SUITE_JOBS)
 	$(BIN)/python -m hsnetlib.suite run grids/demo.toml --only results --force
 
 # The cross-domain path (grids/cdfss.toml) on the synthetic layouts: train on pascal-all (FSS-1000 val selection),

@@ -188,7 +188,8 @@ if outcome == "record":
     write_json(Path(out_dir, "metrics.json"), {
         "notebook": "toy.ipynb", "parameters": {"value": value, "label": label}, "provenance": where(),
         "summary": {"value": value, **({} if converged else {"converged": False})},
-        "started": started, "finished": time.time(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")})
+        "started": started, "finished": time.time(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": os.environ.get("OMP_NUM_THREADS")})
 '''
 TRAIN_PARAMETERS = '''out_dir: str = "runs/x"  # run folder
 data_root: str = "data"  # the synthetic benchmark

@@ -135,16 +135,31 @@ def test_shipped_grids_load_and_expand(path, tmp_path):
         assert set(run.needs) <= set(names) and isinstance(run.resources, Resources)
 
 
-def test_kernels_of_runs_started_at_once_talk_over_ipc(tmp_path, notebooks):
+def test_kernels_of_runs_started_at_once_talk_over_ipc_and_share_the_cores(tmp_path, notebooks, monkeypatch):
     """Kernels on TCP pick their ports before binding them, so runs started at once raced for one ("Address
-    already in use": the kernel died before replying). Over IPC there is no port, and no TCP warning."""
+    already in use": the kernel died before replying). Over IPC there is no port, and no TCP warning. CPU runs
+    at once split the cores between them (more torch threads than cores: ten times slower), unless the user
+    chose a thread count."""
     path = _grid(tmp_path, notebooks, '[[run]]\nname = "r{value}"\nnotebook = "toy.ipynb"\n'
                  'expand = { value = [1, 2, 3, 4] }\n')
     runs = tmp_path / "runs"
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    share = str(max(1, len(os.sched_getaffinity(0)) // 4))
+
+    def threads(run):
+        return json.loads((runs / "toy" / run / "metrics.json").read_text())["threads"]
+
     assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "4"]) == 0
     for value in (1, 2, 3, 4):
         log = (runs / "toy" / f"r{value}" / "log.txt").read_text()
         assert "over TCP" not in log and "Address already in use" not in log, log
+        assert threads(f"r{value}") == share
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2", "--force", "--only", "r1"]) == 0
+    assert threads("r1") == "3"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--force", "--only", "r1"]) == 0
+    assert threads("r1") is None  # one run at a time: torch's own default
 
 
 def _outcomes(runs_dir, grid="toy"):

@@ -5,6 +5,8 @@ hand-off file), its output going to the run's log.txt; at most ``--jobs`` at onc
 run takes ``resources.gpus`` of them and sees only those (``CUDA_VISIBLE_DEVICES``); a run with several GPUs
 is started by torchrun (``torch.distributed.run --standalone``), one process per GPU, and trains with
 DistributedDataParallel (the engine reads RANK / WORLD_SIZE / LOCAL_RANK); its ``nodes`` are all this machine.
+Runs on CPU share its cores: with ``--jobs N`` each gets ``cores // N`` torch threads (``OMP_NUM_THREADS``,
+unless the user set it), as more spinning OpenMP threads than cores made trainings ten times slower.
 A run starts once the runs it needs are done; the runs that need a failed run are "blocked"; one failure stops
 nothing else. Ctrl-C or SIGTERM stops the grid: its runs get SIGTERM (then SIGKILL after STOP_WAIT_S), which
 they honour whatever signal dispositions the suite inherited; their kernels are stopped, their records removed,
@@ -35,6 +37,11 @@ def command(run: Run, grid_dir: Path, processes: int) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                 *execute]
     return [sys.executable, *execute]
+
+
+def cpu_threads(jobs: int) -> str:
+    """OMP_NUM_THREADS for each of `jobs` CPU runs at once on the cores this process may use."""
+    return str(max(1, len(os.sched_getaffinity(0)) // jobs))
 
 
 def validate(grid: Grid, todo: list[Run], gpus: list[str] | None, jobs: int | None) -> None:
@@ -100,6 +107,8 @@ def run_local(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outcome
                 env = dict(os.environ)
                 if gpus is not None:
                     env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+                elif jobs > 1:
+                    env.setdefault("OMP_NUM_THREADS", cpu_threads(jobs))
                 shown = f" on GPU {','.join(devices)}" if devices else ""
                 print(f"start {run.name} ({run.notebook}){shown}", flush=True)
                 write_spec(run, grid_dir, "local")
