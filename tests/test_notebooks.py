@@ -83,6 +83,10 @@ def test_training_notebook_defaults_are_the_shared_small_model():
                  "11_results.ipynb", "01_train.ipynb"):
         declared = papermill.inspect_notebook(str(suite.notebook_path(name)))
         assert ast.literal_eval(declared["train_cache"]["default"]) == "runs/notebooks/train-cache", name
+    for name in ("02_evaluate.ipynb", "09_visualize_correlation.ipynb", "10_visualize_predictions.ipynb",
+                 "12_interactive.ipynb"):  # they show the small model at the size it was trained at
+        declared = papermill.inspect_notebook(str(suite.notebook_path(name)))
+        assert ast.literal_eval(declared["img_size"]["default"]) == defaults["img_size"], name
 
 
 def test_training_notebook_variant_is_the_model_options():
