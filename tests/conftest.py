@@ -268,10 +268,16 @@ def pytest_collection_modifyitems(config, items):
     """`make test` runs tests/ and the notebooks (nbval) in one session on pytest-xdist workers (``--dist
     loadgroup``). The notebooks' cells are one group, run in order on one worker with one kernel at a time
     (01_train.ipynb trains the small model that 02, 09, 10 and 12 reuse); the tests that start a Slurm cluster
-    share one worker (one munged, one slurmctld for the session), and so do the browser tests."""
+    share one worker (one munged, one slurmctld for the session), and so do the browser tests. The tests of a
+    module that use one of its module-scoped fixtures (a training, built models) share a worker too, so that
+    the fixture is built once, not once per worker."""
     for item in items:
         if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
-        for mark in ("slurm", "browser"):
-            if item.get_closest_marker(mark):
-                item.add_marker(pytest.mark.xdist_group(mark))
+            group = "notebooks"
+        else:
+            group = next((m for m in ("slurm", "browser") if item.get_closest_marker(m)), None)
+        if group is None and any(d.scope == "module" for defs in item._fixtureinfo.name2fixturedefs.values()
+                                 for d in defs if d.baseid):
+            group = f"module:{item.path.name}"
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

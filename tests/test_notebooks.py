@@ -100,19 +100,45 @@ def test_training_notebook_variant_is_the_model_options():
         assert (tuple(value) if isinstance(value, list) else value) == getattr(model, name), name
 
 
-@pytest.mark.parametrize("name, parameters, message", [
-    ("01_train.ipynb", {"fold": 9}, "fold=9 out of range for pascal"),
+def _code(path: Path) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+
+
+CHECKED = [p for p in NOTEBOOKS if "notebook_params(" in _code(p)[1] and ".check_" in _code(p)[1]]
+PARAMETER_ERRORS = [(p.name, {"fold": 9}, "fold=9 out of range for pascal") for p in CHECKED] + [
     ("04_ablation_pyramid.ipynb", {"reference": "1-2"}, "reference='1-2' is none of the variants"),
     ("02_evaluate.ipynb", {"benchmark": "lung", "isic_convention": "ifa"},
      "isic_convention='ifa' is an option of another benchmark, not of 'lung'"),
-])
+]
+
+
+def test_every_notebook_with_a_fold_checks_its_parameters_first():
+    """The notebooks whose cell after the parameters reads and checks them: all but 11_results (no fold) and
+    12_interactive (its controls change the episode, the model loads in that cell)."""
+    assert {p.name for p in NOTEBOOKS} - {p.name for p in CHECKED} == {"11_results.ipynb", "12_interactive.ipynb"}
+
+
+@pytest.mark.parametrize("name, parameters, message", PARAMETER_ERRORS)
 def test_parameter_errors_stop_the_cell_after_the_parameters(tmp_path, name, parameters, message):
-    """A bad parameter is reported where the parameters are read, before any data or training."""
+    """A bad parameter is reported where the parameters are read, before any data or training: the parameters
+    cell, the values papermill would inject, then the next cell, run here as the kernel runs them (its IPython
+    magics left out); the kernel's own run of one is the next test."""
+    parameters_cell, check_cell = _code(suite.notebook_path(name))[:2]
+    namespace: dict = {}
+    exec(parameters_cell, namespace)
+    namespace.update(parameters, out_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        exec("\n".join(line for line in check_cell.splitlines() if not line.startswith("%")), namespace)
+    assert not (tmp_path / "run").exists(), "nothing written before the check"
+
+
+def test_a_parameter_error_in_the_kernel_is_in_the_cell_after_the_parameters(tmp_path):
+    """The same through papermill and a kernel: the error is that cell's, nothing is recorded."""
     with pytest.raises(papermill.PapermillExecutionError) as err, suite.kernel_options() as kernel:
-        papermill.execute_notebook(str(suite.notebook_path(name)), str(tmp_path / "executed.ipynb"),
-                                   parameters={**parameters, "out_dir": str(tmp_path / "run")},
+        papermill.execute_notebook(str(suite.notebook_path("01_train.ipynb")), str(tmp_path / "executed.ipynb"),
+                                   parameters={"fold": 9, "out_dir": str(tmp_path / "run")},
                                    **kernel, cwd=str(suite.project_root()), progress_bar=False)
-    assert message in err.value.evalue
+    assert "fold=9 out of range for pascal" in err.value.evalue
     executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
     code = [c for c in executed.cells if c.cell_type == "code"]
     injected = [i for i, c in enumerate(code) if "injected-parameters" in c.metadata.get("tags", [])]
@@ -124,14 +150,14 @@ def test_parameter_errors_stop_the_cell_after_the_parameters(tmp_path, name, par
 def test_ablation_notebook_with_injected_trainings(tmp_path):
     """An ablation notebook gathers finished trainings (label -> run folder), evaluates them on the same episodes
     and records the paired comparison with the reference (contract C3)."""
-    data = notebook.prepare_data("pascal", str(tmp_path / "data"), True)
+    data = notebook.prepare_data("pascal", "data/synthetic", True)  # the notebooks' own, generated once
     params = dict(fold=1, backbone="resnet50", weights="none", img_size=64, epochs=2, bsz=2, lr=1e-3,
                   train_episodes=4, val_episodes=4, seed=0, device="cpu")
     runs = {label: tmp_path / f"train-{label}" for label in ("3", "1-2-3")}
     for label, options in (("3", {"pyramid": (3,)}), ("1-2-3", {})):
         notebook.train_model(notebook.train_config(data, runs[label], params, options, resume=False))
     out_dir = tmp_path / "run"
-    parameters = {"data_root": str(tmp_path / "data"), "fold": 1, "trainings": {k: str(v) for k, v in runs.items()},
+    parameters = {"data_root": "data/synthetic", "fold": 1, "trainings": {k: str(v) for k, v in runs.items()},
                   "reference": "1-2-3", "shots": [1, 2], "episodes": 3, "device": "cpu", "out_dir": str(out_dir)}
     with suite.kernel_options() as kernel:
         papermill.execute_notebook(str(suite.notebook_path("04_ablation_pyramid.ipynb")),

@@ -22,6 +22,7 @@ from conftest import training_run
 from hsnetlib.suite import cli, execute, runner, status
 from hsnetlib.suite.state import changed_parameters, converged, read_state, update_state
 from hsnetlib.suite.grid import GridError, Resources, load_grid
+from hsnetlib.suite.local import run_env
 from hsnetlib.suite.paths import resolve
 
 GRIDS = sorted((Path(__file__).resolve().parent.parent / "grids").glob("*.toml"))
@@ -145,21 +146,15 @@ def test_kernels_of_runs_started_at_once_talk_over_ipc_and_share_the_cores(tmp_p
     runs = tmp_path / "runs"
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     share = str(max(1, len(os.sched_getaffinity(0)) // 4))
-
-    def threads(run):
-        return json.loads((runs / "toy" / run / "metrics.json").read_text())["threads"]
-
     assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "4"]) == 0
     for value in (1, 2, 3, 4):
         log = (runs / "toy" / f"r{value}" / "log.txt").read_text()
         assert "over TCP" not in log and "Address already in use" not in log, log
-        assert threads(f"r{value}") == share
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--jobs", "2", "--force", "--only", "r1"]) == 0
-    assert threads("r1") == "3"
-    monkeypatch.delenv("OMP_NUM_THREADS")
-    assert cli.main(["run", str(path), "--runs-dir", str(runs), "--force", "--only", "r1"]) == 0
-    assert threads("r1") is None  # one run at a time: torch's own default
+        assert json.loads((runs / "toy" / f"r{value}" / "metrics.json").read_text())["threads"] == share
+    assert run_env({"OMP_NUM_THREADS": "3"}, None, 4)["OMP_NUM_THREADS"] == "3"  # the user's choice
+    assert "OMP_NUM_THREADS" not in run_env({}, None, 1)  # one run at a time: torch's own default
+    on_gpus = run_env({}, ["0", "1"], 4)  # under --gpus: its GPUs, and torch's default threads
+    assert on_gpus["CUDA_VISIBLE_DEVICES"] == "0,1" and "OMP_NUM_THREADS" not in on_gpus
 
 
 def _outcomes(runs_dir, grid="toy"):

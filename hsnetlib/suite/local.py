@@ -39,9 +39,15 @@ def command(run: Run, grid_dir: Path, processes: int) -> list[str]:
     return [sys.executable, *execute]
 
 
-def cpu_threads(jobs: int) -> str:
-    """OMP_NUM_THREADS for each of `jobs` CPU runs at once on the cores this process may use."""
-    return str(max(1, len(os.sched_getaffinity(0)) // jobs))
+def run_env(environ: dict[str, str], devices: list[str] | None, jobs: int) -> dict[str, str]:
+    """A run's environment: only its GPUs visible (`devices`, under --gpus), or on CPU with `jobs` runs at once,
+    its share of the cores this process may use as torch threads (OMP_NUM_THREADS, unless already set)."""
+    env = dict(environ)
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    elif jobs > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // jobs)))
+    return env
 
 
 def validate(grid: Grid, todo: list[Run], gpus: list[str] | None, jobs: int | None) -> None:
@@ -104,11 +110,7 @@ def run_local(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outcome
                 if missing or len(running) >= jobs or need > len(free):
                     continue
                 devices, free = free[:need], free[need:]
-                env = dict(os.environ)
-                if gpus is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-                elif jobs > 1:
-                    env.setdefault("OMP_NUM_THREADS", cpu_threads(jobs))
+                env = run_env(dict(os.environ), devices if gpus is not None else None, jobs)
                 shown = f" on GPU {','.join(devices)}" if devices else ""
                 print(f"start {run.name} ({run.notebook}){shown}", flush=True)
                 write_spec(run, grid_dir, "local")
