@@ -74,7 +74,8 @@ from tqdm.auto import tqdm
 from hsnetlib.data import list_benchmarks, DatasetConfig, EpisodeIndex, FewShotDataset, build_dataset
 from hsnetlib.metrics import IoUMeter
 from hsnetlib.model import PAPER_IMG_SIZE, HSNet, HSNetConfig, config_from_dict, vote
-from hsnetlib.utils import atomic_write, default_workers, env_info, load_checkpoint, pick_device
+from hsnetlib.utils import (atomic_write, default_workers, env_info, load_checkpoint, pick_device,
+                            torchrun_world_size)
 
 AMP_MODES = ("none", "bf16", "fp16")
 SELECTIONS = ("test_fold", "heldout")
@@ -249,7 +250,7 @@ class DistInfo:
 
 def setup_distributed(device: str | None) -> DistInfo:
     """Join the torchrun job described by RANK / WORLD_SIZE / LOCAL_RANK (nccl on CUDA, gloo on CPU)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = torchrun_world_size()
     if world_size == 1:
         return DistInfo(device=pick_device(device))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

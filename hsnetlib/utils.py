@@ -32,6 +32,11 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 MAX_DEFAULT_WORKERS = 8  # loader workers chosen by default_workers at most (see benchmarks/README.md, "Data loading")
 
 
+def torchrun_world_size() -> int:
+    """The number of processes of the torchrun job this process is a rank of (WORLD_SIZE); 1 outside torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def available_cpus() -> int:
     """CPUs this process can use for itself: its CPU affinity (which follows a Slurm allocation or
     ``taskset``), at most ``SLURM_CPUS_PER_TASK``, shared with the other torchrun ranks of the node

@@ -33,7 +33,7 @@ from hsnetlib.suite.paths import resolve
 from hsnetlib.suite.records import (MAIN_STUDY, EvaluationEntry, ProfileEntry, Scores, TrainingEntry,
                                     write_run_record)
 from hsnetlib.train import TrainConfig, build_datasets, check_resumable, train
-from hsnetlib.utils import load_checkpoint
+from hsnetlib.utils import load_checkpoint, torchrun_world_size
 
 
 def output_dir(out_dir: str | os.PathLike) -> Path:
@@ -296,7 +296,7 @@ def _cache_turn(cache_dir: Path | None, config: TrainConfig) -> Iterator[None]:
     """One training of a configuration at a time in a cache: an exclusive lock (released when its holder dies)
     on its key, so runs started together that need the same training wait for the first and reuse it.
     Not under torchrun: the ranks of one training take part in it together."""
-    if cache_dir is None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if cache_dir is None or torchrun_world_size() > 1:
         yield
         return
     path = cache.lock_path(cache_dir, config)
