@@ -597,7 +597,8 @@ def check_resumable(run_dir: Path, config: TrainConfig) -> None:
                 if k not in current and k.split(".")[0] not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(f"cannot resume {run_dir} with a different configuration: {'; '.join(changed)} "
-                          f"(only {', '.join(RESUMABLE_CHANGES)} may change)")
+                          f"(only {', '.join(RESUMABLE_CHANGES)} may change); to train this configuration, "
+                          "give it another run folder (a notebook's out_dir) or delete that one")
 
 
 def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -267,7 +267,8 @@ def test_finished_run_returns_its_summary_without_training(runs, voc_root, monke
 
 @pytest.mark.parametrize("resume", [True, "auto"])
 def test_resumed_run_needs_the_same_config(runs, voc_root, resume):
-    changed = r"cannot resume .*: img_size \(run: 64, now: 32\); lr \(run: 0.001, now: 0.01\)"
+    changed = (r"cannot resume .*: img_size \(run: 64, now: 32\); lr \(run: 0.001, now: 0.01\) .*"
+               r"give it another run folder \(a notebook's out_dir\) or delete that one")
     with pytest.raises(ConfigError, match=changed):
         train(tiny(voc_root, runs["straight"], lr=1e-2, img_size=32, resume=resume))
 
