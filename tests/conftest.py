@@ -270,7 +270,7 @@ def pytest_collection_modifyitems(config, items):
     (01_train.ipynb trains the small model that 02, 09, 10 and 12 reuse); the tests that start a Slurm cluster
     share one worker (one munged, one slurmctld for the session), and so do the browser tests. The tests of a
     module that use one of its module-scoped fixtures (a training, built models) share a worker too, so that
-    the fixture is built once, not once per worker."""
+    the fixture is built once, not once per worker. Groups are handed out first (see the end)."""
     for item in items:
         if item.path.suffix == ".ipynb":
             group = "notebooks"
@@ -281,3 +281,6 @@ def pytest_collection_modifyitems(config, items):
             group = f"module:{item.path.name}"
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+    # The groups first, in their order, the single tests after them: xdist hands out work in this order, so the
+    # long groups start early and the short tests fill both workers at the end (no worker idles on a late group).
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
