@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Mapping
 
 from hsnetlib.suite.execute import EXIT_OWNED, Outcome, interrupt, write_spec
 from hsnetlib.suite.grid import Grid, GridError, Run
@@ -39,7 +40,7 @@ def command(run: Run, grid_dir: Path, processes: int) -> list[str]:
     return [sys.executable, *execute]
 
 
-def run_env(environ: dict[str, str], devices: list[str] | None, jobs: int) -> dict[str, str]:
+def run_env(environ: Mapping[str, str], devices: list[str] | None, jobs: int) -> dict[str, str]:
     """A run's environment: only its GPUs visible (`devices`, under --gpus), or on CPU with `jobs` runs at once,
     its share of the cores this process may use as torch threads (OMP_NUM_THREADS, unless already set)."""
     env = dict(environ)
@@ -110,7 +111,7 @@ def run_local(grid: Grid, grid_dir: Path, todo: list[Run], decided: list[Outcome
                 if missing or len(running) >= jobs or need > len(free):
                     continue
                 devices, free = free[:need], free[need:]
-                env = run_env(dict(os.environ), devices if gpus is not None else None, jobs)
+                env = run_env(os.environ, devices if gpus is not None else None, jobs)
                 shown = f" on GPU {','.join(devices)}" if devices else ""
                 print(f"start {run.name} ({run.notebook}){shown}", flush=True)
                 write_spec(run, grid_dir, "local")
