@@ -287,8 +287,12 @@ needs = ["a", "b"]
     assert a["provenance"]["cuda_visible_devices"] == a["gpus"] and a["provenance"]["host"] == os.uname().nodename
 
 
-def test_run_with_two_gpus_trains_with_ddp_across_two_processes(tmp_path, notebooks, tiny_voc, monkeypatch):
-    """resources.gpus = 2 under --gpus: torchrun starts one process per GPU (gloo here, on CPU); rank 0 records."""
+def test_run_with_two_gpus_trains_with_ddp_across_two_processes(tmp_path, notebooks, tiny_voc, reference_training,
+                                                               monkeypatch):
+    """resources.gpus = 2 under --gpus: torchrun starts one process per GPU (gloo here, on CPU), each with half of
+    the global batch, and trains as one process does; rank 0 records."""
+    from conftest import epochs_of
+
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = tmp_path / "runs"
     path = _grid(tmp_path, notebooks, training_run(tiny_voc, epochs=1, resources="gpus = 2"))
@@ -298,6 +302,8 @@ def test_run_with_two_gpus_trains_with_ddp_across_two_processes(tmp_path, notebo
     assert (run_dir / "rank1" / "train.ipynb").is_file() and not (run_dir / "rank1" / "metrics.json").exists()
     record = json.loads((run_dir / "metrics.json").read_text())
     assert len(record["history"]) == 1 and record["provenance"]["cuda_visible_devices"] == "0,1"
+    (epoch,) = epochs_of(run_dir)
+    assert epoch == pytest.approx(reference_training[0], rel=1e-5)
 
 
 def test_interrupted_grid_resumes_its_training_on_rerun(tmp_path, notebooks, tiny_voc, reference_training,
