@@ -72,6 +72,14 @@ def _settled(path: Path, runs: Path):
     return statuses if not set(statuses.values()) & {"pending", "queued", "running"} else None
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _logs(runs: Path) -> str:
     return "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted(runs.rglob("*_log.out")))
 
@@ -102,10 +110,15 @@ needs = ["train"]
 
     _wait(lambda: (train_dir / "last.pt").exists(), lambda: f"no last.pt\n{_logs(runs)}")
     assert _statuses(path, runs) == {"train": "running", "evaluate": "queued"}
+    first_attempt = read_state(train_dir)["pid"]
     subprocess.run(REQUEUES[requeue](job), check=True)
     _wait(lambda: "PENDING" in subprocess.run(["squeue", "-h", "-o", "%T", "-j", job], capture_output=True,
                                               text=True).stdout, "the job was not requeued")
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)  # skip Slurm's 2-minute hold
+    # Skip Slurm's 2-minute hold, which also keeps a requeued job from starting in the second its old credential
+    # was revoked (slurmctld then kills it: "Job credential revoked"): the first attempt ends and a second passes.
+    _wait(lambda: not _alive(first_attempt), "the first attempt did not end")
+    time.sleep(1.0)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     assert _wait(lambda: _settled(path, runs), lambda: _logs(runs)) == {"train": "done", "evaluate": "done"}
 
     env = json.loads((train_dir / "env.json").read_text())
