@@ -284,3 +284,8 @@ def pytest_collection_modifyitems(config, items):
     # The groups first, in their order, the single tests after them: xdist hands out work in this order, so the
     # long groups start early and the short tests fill both workers at the end (no worker idles on a late group).
     items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
+# The browser tests' fixtures, here so that the session has one JupyterLab server and one Chromium for all of them
+# (imported last: jupyterlab_browser imports stop_process from this module).
+from jupyterlab_browser import browser, jupyterlab, page  # noqa: E402,F401

@@ -1,7 +1,8 @@
 """JupyterLab in headless Chromium, for the browser tests (test_browser.py, test_interactive_browser.py): a
 JupyterLab server of its own (fixture ``jupyterlab``), Debian's Chromium driven by Playwright (``browser``), a
 fresh tab (``page``), Run All Cells (:func:`run_all_cells`), and screenshots of a failure
-(:func:`screenshot_on_failure`). Test modules import the fixtures they use from here.
+(:func:`screenshot_on_failure`). The fixtures are the session's, through conftest.py: one server and one
+browser serve every browser test (one worker runs them, the "browser" group); the tests import the helpers.
 
 Needs Debian's ``chromium`` (installed here when running as root, as in CI) and Playwright's Python package
 (the ``dev`` extra; its own browser downloads are not used).
@@ -98,7 +99,7 @@ def _api(base: str, token: str, path: str, method: str = "GET"):
     return json.loads(body) if body else None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def jupyterlab(tmp_path_factory):
     """JupyterLab on a free local port with a token, serving a temp folder, with its own config, data,
     runtime, settings and workspace dirs (the user's do not interfere) and this checkout's hsnetlib on the
@@ -143,7 +144,7 @@ def jupyterlab(tmp_path_factory):
         shutil.rmtree(runtime, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     """Headless Chromium driven by Playwright."""
     executable = chromium()

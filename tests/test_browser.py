@@ -14,8 +14,7 @@ import re
 
 import nbformat
 import pytest
-from jupyterlab_browser import (KERNEL_DISPLAY_NAME, browser, error_outputs, jupyterlab, page,  # noqa: F401 (fixtures)
-                                run_all_cells, screenshot_on_failure)
+from jupyterlab_browser import KERNEL_DISPLAY_NAME, error_outputs, run_all_cells, screenshot_on_failure
 from papermill.iorw import load_notebook_node, write_ipynb
 from papermill.parameterize import parameterize_notebook
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from jupyterlab_browser import browser, error_outputs, jupyterlab, page, run_all_cells  # noqa: F401 (fixtures)
+from jupyterlab_browser import error_outputs, run_all_cells
 from papermill.iorw import load_notebook_node, write_ipynb
 from papermill.parameterize import parameterize_notebook
 
