@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from conftest import epochs_of, training_run
@@ -72,14 +73,6 @@ def _settled(path: Path, runs: Path):
     return statuses if not set(statuses.values()) & {"pending", "queued", "running"} else None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _logs(runs: Path) -> str:
     return "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted(runs.rglob("*_log.out")))
 
@@ -116,7 +109,7 @@ needs = ["train"]
                                               text=True).stdout, "the job was not requeued")
     # Skip Slurm's 2-minute hold, which also keeps a requeued job from starting in the second its old credential
     # was revoked (slurmctld then kills it: "Job credential revoked"): the first attempt ends and a second passes.
-    _wait(lambda: not _alive(first_attempt), "the first attempt did not end")
+    _wait(lambda: not psutil.pid_exists(first_attempt), "the first attempt did not end")
     time.sleep(1.0)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     assert _wait(lambda: _settled(path, runs), lambda: _logs(runs)) == {"train": "done", "evaluate": "done"}
