@@ -239,16 +239,31 @@ def tiny_voc(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reference_training(tiny_voc, tmp_path_factory) -> list[dict]:
+def reference_dir(tmp_path_factory) -> Path:
+    """The run folder of reference_training; its weights after epoch 0 are kept in AFTER_EPOCH0 there."""
+    return tmp_path_factory.mktemp("reference")
+
+
+AFTER_EPOCH0 = "after_epoch0.pt"
+
+
+@pytest.fixture(scope="session")
+def reference_training(tiny_voc, reference_dir) -> list[dict]:
     """The epochs (metrics.csv rows without their times) of the toy training run without interruption."""
+    import shutil
+
     import torch
     from hsnetlib.train import TrainConfig, train
+
+    def keep_first(row: dict) -> None:
+        if row["epoch"] == 0:  # last.pt is written before the epoch is reported
+            shutil.copy(reference_dir / "last.pt", reference_dir / AFTER_EPOCH0)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         summary = train(TrainConfig(**TOY_TRAINING, datapath=str(tiny_voc), splits_dir=str(tiny_voc / "splits"),
-                                    epochs=4, run_dir=str(tmp_path_factory.mktemp("reference"))))
+                                    epochs=4, run_dir=str(reference_dir)), on_epoch=keep_first)
     finally:
         torch.set_num_threads(threads)
     return [{k: v for k, v in row.items() if k != "time"} for row in summary["history"]]

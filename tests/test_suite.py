@@ -288,10 +288,13 @@ needs = ["a", "b"]
 
 
 def test_run_with_two_gpus_trains_with_ddp_across_two_processes(tmp_path, notebooks, tiny_voc, reference_training,
-                                                               monkeypatch):
+                                                               reference_dir, monkeypatch):
     """resources.gpus = 2 under --gpus: torchrun starts one process per GPU (gloo here, on CPU), each with half of
-    the global batch, and trains as one process does; rank 0 records."""
-    from conftest import epochs_of
+    the global batch of 2, and trains as one process does (the same weights after one epoch, 2 steps, and the
+    same metrics); rank 0 records."""
+    import torch
+    from conftest import AFTER_EPOCH0, epochs_of
+    from hsnetlib.utils import load_checkpoint
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     runs = tmp_path / "runs"
@@ -304,6 +307,16 @@ def test_run_with_two_gpus_trains_with_ddp_across_two_processes(tmp_path, notebo
     assert len(record["history"]) == 1 and record["provenance"]["cuda_visible_devices"] == "0,1"
     (epoch,) = epochs_of(run_dir)
     assert epoch == pytest.approx(reference_training[0], rel=1e-5)
+    ddp, single = (load_checkpoint(p)["state_dict"] for p in (run_dir / "last.pt", reference_dir / AFTER_EPOCH0))
+    assert ddp.keys() == single.keys()
+    diff = torch.cat([(ddp[k].float() - v.float()).abs().flatten() for k, v in single.items()])
+    # Summation order differs between 1 and 2 processes. Adam turns the resulting float noise of a gradient
+    # element near zero (|g| ~ eps) into an update difference of a fraction of lr: bound every weight by 0.1 lr
+    # per step, and all but a handful by 1e-6 (a wrong batch split moves nearly all by ~lr).
+    config = json.loads((run_dir / "config.json").read_text())
+    steps = config["train_episodes"] // config["bsz"]
+    assert steps == 2 and diff.max() < 0.1 * config["lr"] * steps
+    assert (diff > 1e-6).float().mean() < 1e-4
 
 
 def test_interrupted_grid_resumes_its_training_on_rerun(tmp_path, notebooks, tiny_voc, reference_training,
